@@ -1,0 +1,412 @@
+"""Guest-side scenario runner (runs inside the vmtest guest, Python 3.14).
+
+Stage 1 (cold boot with kho=1):
+  S1  ground truth of test_kho's preserved folios via drgn+DWARF, then
+      ``kho_inspect map --json`` from every live source; every folio must
+      appear at its order.
+  S4  ``kho_inspect capture -o /results/capture.core``.
+  S3  (guest half) ask the host for a QMP memory dump and wait for its ack.
+  S2  (first half) ``kexec -s -l`` the same kernel with ``stage=2``, ``kexec -e``.
+Stage 2 (KHO boot):
+  S2  test_kho's restore verdict in dmesg, incoming FDT saved and decoded;
+      it must contain the kho_test sub-node.
+
+Everything the host judges is written as JSON into /results:
+stage1.json / stage2.json with {"scenarios": {name: {"status", "reason"}}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+RESULTS = Path("/results")
+VMLINUX = "/kernel/vmlinux"
+BZIMAGE = "/kernel/bzImage"
+DEBUGFS_KHO = Path("/sys/kernel/debug/kho")
+CLI_TIMEOUT = 300
+DUMP_TIMEOUT = 300
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"vmtests-guest [{time.monotonic() - T0:6.1f}s]: {msg}", flush=True)
+
+
+def write_json(name: str, obj) -> None:
+    tmp = RESULTS / (name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    tmp.rename(RESULTS / name)
+
+
+def dmesg() -> str:
+    return subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+
+
+def run(cmd, timeout=CLI_TIMEOUT, **kw) -> subprocess.CompletedProcess:
+    log("run: " + " ".join(cmd))
+    t = time.monotonic()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True,
+                           timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        r = subprocess.CompletedProcess(cmd, -1, e.stdout or "",
+                                        f"timeout after {timeout}s")
+    r.elapsed = time.monotonic() - t
+    log(f"  rc={r.returncode} in {r.elapsed:.1f}s")
+    return r
+
+
+def result(status: str, reason: str = "", **extra) -> dict:
+    return {"status": status, "reason": reason, **extra}
+
+
+# --------------------------------------------------------------------------
+# kho_inspect CLI (written by the package side; may not exist yet)
+
+
+def cli(*args, timeout=CLI_TIMEOUT) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "kho_inspect", *args], timeout=timeout)
+
+
+_cli_ok = None
+
+
+def cli_available() -> tuple[bool, str]:
+    """HOOK: the kho_inspect CLI is called only when `--help` works."""
+    global _cli_ok
+    if _cli_ok is None:
+        r = cli("--help", timeout=120)
+        if r.returncode == 0 and "map" in r.stdout:
+            _cli_ok = (True, "")
+        else:
+            _cli_ok = (False, "kho_inspect CLI not available yet: "
+                       + (r.stderr.strip().splitlines() or ["?"])[-1][:200])
+    return _cli_ok
+
+
+# --------------------------------------------------------------------------
+# ground truth from the kernel: test_kho's folios, via drgn + DWARF
+
+
+def drgn_program():
+    import drgn
+    prog = drgn.Program()
+    prog.set_kernel()
+    try:
+        prog.load_debug_info([VMLINUX], default=False, main=True)
+    except TypeError:
+        prog.load_debug_info([VMLINUX])
+    return prog
+
+
+def test_kho_truth(prog) -> dict:
+    """(phys, order) of every folio test_kho preserved, read from its state.
+
+    The layout of ``struct kho_test_state`` differs between versions, so the
+    members are probed rather than inferred from the version.
+    """
+    from drgn import cast
+    from drgn.helpers.linux.mm import compound_order, page_to_phys
+
+    try:
+        st = prog.variable("kho_test_state", "lib/test_kho.c")
+    except (LookupError, TypeError):
+        st = prog["kho_test_state"]
+    t = st.type_
+    members = [m.name for m in t.type.members] if hasattr(t, "type") else \
+        [m.name for m in t.members]
+    nr = int(st.nr_folios)
+    folios = []
+
+    def folio_entry(f, what):
+        page = cast("struct page *", f)
+        return {"phys": int(page_to_phys(page)),
+                "order": int(compound_order(page)), "what": what}
+
+    for i in range(nr):
+        folios.append(folio_entry(st.folios[i], f"folio[{i}]"))
+    if "fdt" in members and int(st.fdt):
+        folios.append(folio_entry(st.fdt, "fdt"))
+    info = None
+    if "folios_info" in members and int(st.folios_info):
+        # phys | order for every data folio (6.18+); cross-check.
+        info = [int(st.folios_info[i]) for i in range(nr)]
+        for i, v in enumerate(info):
+            f = folios[i]
+            if (v & ~0xfff, v & 0xfff) != (f["phys"], f["order"]):
+                raise AssertionError(
+                    f"folios_info[{i}]={v:#x} disagrees with folio "
+                    f"{f['phys']:#x}/{f['order']}")
+    preserved = None
+    if "nr_folios_preserved" in members:
+        preserved = int(st.nr_folios_preserved)
+    return {"members": members, "nr_folios": nr,
+            "nr_folios_preserved": preserved, "folios": folios,
+            "folios_info_checked": info is not None}
+
+
+def check_map(truth: dict, mapj: dict) -> list[str]:
+    """Every test_kho folio must lie in a range of its own order."""
+    by_order = {}
+    for r in mapj.get("ranges", []):
+        by_order.setdefault(int(r["order"]), []).append(r)
+    missing = []
+    for f in truth["folios"]:
+        p, o = f["phys"], f["order"]
+        block = 4096 << o
+        ok = any(r["phys"] <= p < r["phys"] + r["count"] * block
+                 and (p - r["phys"]) % block == 0
+                 for r in by_order.get(o, []))
+        if not ok:
+            missing.append(f"{f['what']} {p:#x}/order {o}")
+    return missing
+
+
+def fdt_header(path: Path) -> tuple[int, int]:
+    """(totalsize from the header, bytes readable) of an FDT file."""
+    data = path.read_bytes()
+    total = int.from_bytes(data[4:8], "big") if len(data) >= 8 else -1
+    return total, len(data)
+
+
+# --------------------------------------------------------------------------
+# stage 1
+
+
+def stage1(args: dict) -> None:
+    res = {"stage": 1, "uname": os.uname().release, "scenarios": {},
+           "timings": {}}
+    sc = res["scenarios"]
+    (RESULTS / "dmesg-stage1-boot.txt").write_text(dmesg())
+    write_json("stage1.json", res)
+
+    # finalize where the generation has it (kho-v1: 6.16 - 7.0)
+    fin = DEBUGFS_KHO / "out" / "finalize"
+    if fin.exists():
+        try:
+            fin.write_text("1\n")
+            res["finalize"] = "done"
+        except OSError as e:
+            res["finalize"] = f"error: {e}"
+    else:
+        res["finalize"] = "absent (stateless generation)"
+    log(f"finalize: {res['finalize']}")
+
+    # ground truth
+    t = time.monotonic()
+    try:
+        prog = drgn_program()
+        truth = test_kho_truth(prog)
+        write_json("truth.json", truth)
+        log(f"test_kho truth: {len(truth['folios'])} folios "
+            f"(members {truth['members']})")
+    except Exception as e:
+        truth = None
+        traceback.print_exc()
+        res["truth_error"] = f"{type(e).__name__}: {e}"
+    res["timings"]["truth"] = round(time.monotonic() - t, 1)
+
+    ok, why = cli_available()
+    # ---- S1
+    if truth is None:
+        sc["S1"] = result("fail", "no ground truth: " + res["truth_error"])
+    elif not ok:
+        sc["S1"] = result("skip", why)
+    else:
+        outfdt = DEBUGFS_KHO / "out" / "fdt"
+        sources = [("live", [])]
+        if outfdt.exists():
+            total, have = fdt_header(outfdt)
+            if total <= have:
+                sources.append(("debugfs", ["--fdt", str(outfdt)]))
+            else:
+                res["debugfs_note"] = (f"out/fdt truncated (header totalsize "
+                                       f"{total} > {have} bytes in the file)")
+        else:
+            res["debugfs_note"] = "out/fdt absent"
+        sources.append(("kcore", ["--core", "/proc/kcore", "-s", VMLINUX]))
+        fails, details = [], {}
+        for name, opts in sources:
+            t = time.monotonic()
+            r = cli("map", "--json", *opts)
+            res["timings"][f"map-{name}"] = round(time.monotonic() - t, 1)
+            (RESULTS / f"s1-map-{name}.stderr").write_text(r.stderr)
+            if r.returncode != 0:
+                fails.append(f"{name}: map rc={r.returncode}: "
+                             + (r.stderr.strip().splitlines() or [""])[-1][:200])
+                continue
+            (RESULTS / f"s1-map-{name}.json").write_text(r.stdout)
+            try:
+                mapj = json.loads(r.stdout)
+            except ValueError as e:
+                fails.append(f"{name}: bad JSON: {e}")
+                continue
+            missing = check_map(truth, mapj)
+            details[name] = {"generation": mapj.get("generation"),
+                             "bitmap_bytes": mapj.get("bitmap_bytes"),
+                             "ranges": len(mapj.get("ranges", [])),
+                             "missing": missing[:20]}
+            if missing:
+                fails.append(f"{name}: {len(missing)} of "
+                             f"{len(truth['folios'])} test_kho folios missing,"
+                             f" e.g. {missing[0]}")
+        note = res.get("debugfs_note", "")
+        if fails:
+            sc["S1"] = result("fail", "; ".join(fails), sources=details)
+        else:
+            sc["S1"] = result(
+                "pass", f"{len(truth['folios'])} folios found via "
+                + "+".join(details) + (f" ({note})" if note else ""),
+                sources=details)
+    write_json("stage1.json", res)
+
+    # ---- S4: capture a handover image
+    if not ok:
+        sc["S4"] = result("skip", why)
+    else:
+        t = time.monotonic()
+        r = cli("capture", "-o", str(RESULTS / "capture.core"))
+        res["timings"]["capture"] = round(time.monotonic() - t, 1)
+        (RESULTS / "capture.stderr").write_text(r.stderr)
+        core = RESULTS / "capture.core"
+        if r.returncode == 0 and core.exists() and core.stat().st_size > 0:
+            sc["S4"] = result("pass", f"{core.stat().st_size} bytes",
+                              size=core.stat().st_size)
+        else:
+            sc["S4"] = result("fail", f"capture rc={r.returncode}: "
+                              + r.stderr.strip()[-300:])
+    write_json("stage1.json", res)
+
+    # ---- S3: guest half: request a dump, wait for the host's ack
+    if args.get("dump", "1") == "1":
+        (RESULTS / "dump-request").write_text(str(time.time()))
+        log("waiting for the host to dump guest memory")
+        deadline = time.monotonic() + DUMP_TIMEOUT
+        t = time.monotonic()
+        while not (RESULTS / "dump-done").exists():
+            if time.monotonic() > deadline:
+                res["dump"] = "timeout waiting for dump-done"
+                break
+            time.sleep(0.5)
+        else:
+            res["dump"] = (RESULTS / "dump-done").read_text().strip()
+        res["timings"]["dump-wait"] = round(time.monotonic() - t, 1)
+        log(f"dump: {res['dump']}")
+    write_json("stage1.json", res)
+
+    # ---- S2: kexec into the same kernel, stage 2
+    cmdline = Path("/proc/cmdline").read_text().strip()
+    new = re.sub(r"\bstage=1\b", "stage=2", cmdline)
+    r = run(["kexec", "-s", "-l", BZIMAGE, f"--append={new}"], timeout=300)
+    res["kexec_load"] = {"rc": r.returncode, "stderr": r.stderr[-500:]}
+    if r.returncode != 0:
+        res["kexec_error"] = "kexec -l failed: " + r.stderr.strip()[-300:]
+    res["kexec_started"] = time.time()
+    write_json("stage1.json", res)
+    (RESULTS / "dmesg-stage1.txt").write_text(dmesg())
+    if r.returncode != 0:
+        return
+    os.sync()
+    log("kexec -e")
+    r = run(["kexec", "-e"], timeout=120)
+    res["kexec_error"] = f"kexec -e returned rc={r.returncode}: {r.stderr[-300:]}"
+    write_json("stage1.json", res)
+
+
+# --------------------------------------------------------------------------
+# stage 2
+
+
+def contains_name(obj, name: str) -> bool:
+    """Does a kho_inspect fdt JSON tree contain a node called *name*?"""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == name or (k in ("name", "path") and isinstance(v, str)
+                             and v.rstrip("/").split("/")[-1] == name):
+                return True
+            if contains_name(v, name):
+                return True
+    elif isinstance(obj, list):
+        return any(contains_name(v, name) for v in obj)
+    return False
+
+
+def stage2(args: dict) -> None:
+    res = {"stage": 2, "uname": os.uname().release, "scenarios": {},
+           "timings": {}}
+    msgs = dmesg()
+    (RESULTS / "dmesg-stage2.txt").write_text(msgs)
+    fails = []
+    good = [ln for ln in msgs.splitlines() if "KHO restore succeeded" in ln]
+    bad = [ln for ln in msgs.splitlines()
+           if "KHO restore failed" in ln or "restore failed" in ln]
+    res["dmesg_test_kho"] = [ln for ln in msgs.splitlines()
+                             if "test_kho" in ln or "KHO" in ln][:40]
+    if not good:
+        fails.append("no 'KHO restore succeeded' in dmesg")
+    if bad:
+        fails.append("dmesg: " + bad[0].strip())
+    infdt = DEBUGFS_KHO / "in" / "fdt"
+    subs = DEBUGFS_KHO / "in" / "sub_fdts"
+    if infdt.exists():
+        data = infdt.read_bytes()
+        (RESULTS / "in-fdt.bin").write_bytes(data)
+        res["in_fdt_bytes"] = len(data)
+    else:
+        fails.append("no /sys/kernel/debug/kho/in/fdt")
+    res["in_sub_fdts"] = sorted(os.listdir(subs)) if subs.exists() else None
+    if "kho_test" not in (res["in_sub_fdts"] or []):
+        fails.append(f"kho_test not in in/sub_fdts ({res['in_sub_fdts']})")
+    ok, why = cli_available()
+    notes = []
+    if not ok:
+        notes.append(why)
+    elif infdt.exists():
+        t = time.monotonic()
+        r = cli("fdt", "--json", "--fdt", str(RESULTS / "in-fdt.bin"))
+        res["timings"]["fdt"] = round(time.monotonic() - t, 1)
+        (RESULTS / "in-fdt.stderr").write_text(r.stderr)
+        if r.returncode != 0:
+            fails.append(f"kho_inspect fdt rc={r.returncode}: "
+                         + r.stderr.strip()[-200:])
+        else:
+            (RESULTS / "in-fdt.json").write_text(r.stdout)
+            try:
+                tree = json.loads(r.stdout)
+                if not contains_name(tree, "kho_test"):
+                    fails.append("kho_inspect fdt: no kho_test sub-node")
+            except ValueError as e:
+                fails.append(f"kho_inspect fdt: bad JSON: {e}")
+    if fails:
+        res["scenarios"]["S2"] = result("fail", "; ".join(fails))
+    else:
+        res["scenarios"]["S2"] = result(
+            "pass", good[0].split("]", 1)[-1].strip()
+            + (" (" + "; ".join(notes) + ")" if notes else ""))
+    write_json("stage2.json", res)
+
+
+def main() -> int:
+    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+    stage = args.get("stage", "1")
+    log(f"stage {stage} on {os.uname().release}")
+    try:
+        (stage1 if stage == "1" else stage2)(args)
+    except Exception:
+        tb = traceback.format_exc()
+        print(tb, flush=True)
+        (RESULTS / f"stage{stage}-exception.txt").write_text(tb)
+        (RESULTS / f"dmesg-stage{stage}.txt").write_text(dmesg())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
