@@ -1,0 +1,218 @@
+"""kho-inspect: look at Linux Kexec HandOver state.
+
+Each subcommand is a function ``cmd_NAME(args) -> int`` registered in
+:data:`COMMANDS`; errors are :class:`~kho_inspect.errors.KhoError` and become
+one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from .. import fdt as fdtmod
+from .. import samples
+from ..decode import decode_handover
+from ..errors import KhoError
+from ..image import write_image, page_ranges
+from . import report
+from .source import bitmap_bytes, note, open_source, root_fdt
+
+EPILOG = """\
+examples:
+  kho-inspect map --sample             # decode a bundled image from a real kernel
+  kho-inspect map                      # the running kernel's outgoing map (root)
+  kho-inspect fdt --incoming           # what the previous kernel handed over
+  kho-inspect map --core vmcore -s vmlinux --json
+  kho-inspect fdt --fdt /sys/kernel/debug/kho/out/fdt
+  kho-inspect capture -o handover.core # save this handover for later
+"""
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """The options every command shares for choosing what to read."""
+    g = p.add_argument_group("source (default: the running kernel)")
+    g.add_argument("-c", "--core", metavar="FILE",
+                   help="vmcore, QEMU dump-guest-memory core, or handover "
+                        "image")
+    g.add_argument("-s", "--symbols", metavar="VMLINUX",
+                   help="the kernel's vmlinux (DWARF), as drgn spells it")
+    g.add_argument("--sample", nargs="?", const="", metavar="KERNEL",
+                   help="a bundled image captured from a real kernel "
+                        f"(available: {', '.join(samples.available()) or 'none'}"
+                        "; default: the newest)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document instead of tables")
+
+
+def add_fdt_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("root FDT (default: found automatically)")
+    g.add_argument("--fdt", metavar="FILE",
+                   help="read the root FDT from FILE (e.g. a copy of "
+                        "/sys/kernel/debug/kho/out/fdt)")
+    g.add_argument("--fdt-phys", type=_int, metavar="ADDR",
+                   help="read the root FDT at this physical address")
+    g.add_argument("--incoming", action="store_true",
+                   help="the FDT this kernel received (debugfs in/fdt, "
+                        "setup_data, or kho_in) instead of the outgoing one")
+
+
+def _emit(args, doc: dict, text: str) -> None:
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
+def _decode(args, with_map: bool):
+    src = open_source(args)
+    root = root_fdt(src, args)
+    mem = None
+    needs_mem = with_map or root.phys is not None or src.core or \
+        not getattr(args, "fdt", None)
+    if needs_mem:
+        try:
+            mem = src.memory()
+        except KhoError:
+            if with_map:
+                raise
+            mem = None        # an FDT file alone still decodes
+    nbytes, nsource = bitmap_bytes(src, args) if with_map else (None, None)
+    h = decode_handover(root.blob, mem, fdt_phys=root.phys,
+                        bitmap_bytes=nbytes, bitmap_source=nsource,
+                        with_map=with_map)
+    return src, root, h
+
+
+def cmd_fdt(args) -> int:
+    """Decode the root FDT and its sub-nodes."""
+    src, root, h = _decode(args, with_map=False)
+    tree = fdtmod.parse(root.blob)
+    _emit(args, report.fdt_json(h, tree, root.origin),
+          report.fdt_text(h, tree, root.origin))
+    return 0
+
+
+def cmd_map(args) -> int:
+    """Decode the preserved-memory map into ranges."""
+    if getattr(args, "incoming", False):
+        raise KhoError("the incoming map's pages (chunks, bitmaps, radix "
+                       "nodes) are ordinary free memory once the new kernel "
+                       "has booted; decoding them now would read reused "
+                       "memory. Use 'kho-inspect fdt --incoming' for the "
+                       "sub-nodes, or decode a dump taken before the kexec")
+    src, root, h = _decode(args, with_map=True)
+    release = src.release()
+    _emit(args, report.map_json(h, root.origin, release),
+          report.map_text(h, root.origin, release, args.limit))
+    return 0
+
+
+def cmd_capture(args) -> int:
+    """Write the handover (FDT, map pages, sub-node blobs) as an image."""
+    src, root, h = _decode(args, with_map=True)
+    mem = src.memory()
+    if root.phys is None:
+        raise KhoError("capture needs the FDT's physical address: it was "
+                       f"read from {root.origin}; use --fdt-phys or drop "
+                       "--fdt")
+    segments = []
+    for start, end in page_ranges(h.pages):
+        segments.append((start, mem.read(start, end - start,
+                                         "page of the handover")))
+    meta = {"generation": h.generation, "fdt_phys": root.phys,
+            "bitmap_bytes": h.map.bitmap_bytes if h.map else None,
+            "release": src.release(), "source": src.description,
+            "fdt_source": root.origin}
+    write_image(args.output, segments, meta)
+    total = sum(len(d) for _, d in segments)
+    doc = dict(meta, output=args.output, segments=len(segments), bytes=total)
+    _emit(args, doc, f"wrote {args.output}: {h.generation}, "
+          f"{len(segments)} segments, {report.human_size(total)} "
+          f"(kernel {meta['release'] or 'unknown'})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="kho-inspect",
+        description="Inspect Linux Kexec HandOver (KHO) state: the FDT, the "
+                    "preserved-memory map, and (with debug info) the "
+                    "kernel's own tracker.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("fdt", help="decode the root FDT and its sub-nodes",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  kho-inspect fdt --sample\n"
+                              "  kho-inspect fdt --incoming --json\n")
+    add_source_options(p)
+    add_fdt_options(p)
+    p.set_defaults(func=cmd_fdt)
+
+    p = sub.add_parser("map", help="decode the preserved-memory map",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  kho-inspect map --sample 6.18\n"
+                              "  kho-inspect map --core vmcore -s vmlinux "
+                              "--json\n")
+    add_source_options(p)
+    add_fdt_options(p)
+    p.add_argument("--bitmap-bytes", type=int, choices=(512, 4096),
+                   help="kho-v1 bitmap size, when neither the image, the "
+                        "DWARF nor the kernel release tells")
+    p.add_argument("--limit", type=int, default=40,
+                   help="ranges to list in the table (0: all; default 40)")
+    p.set_defaults(func=cmd_map)
+
+    p = sub.add_parser("capture", help="save one handover as an image",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  kho-inspect capture -o "
+                              "handover.core\n")
+    add_source_options(p)
+    add_fdt_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--bitmap-bytes", type=int, choices=(512, 4096))
+    p.set_defaults(func=cmd_capture)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return ap
+
+
+#: Functions ``register(subparsers)`` adding more subcommands.
+EXTRA_COMMANDS: list = []
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KhoError as e:
+        print(f"kho-inspect: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (| head): exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def entry() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Resolve the command line into a memory source and a root FDT.
+
+Order of preference for the FDT: ``--fdt FILE``, ``--fdt-phys ADDR``, the
+handover image's note, then (vmcore) the kernel's own pointer read with
+DWARF, or (live) debugfs, falling back to DWARF when debugfs's copy is
+missing or truncated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import sys
+
+from .. import fdt as fdtmod
+from .. import memory, samples
+from ..abi import common, v1
+from ..decode import read_fdt_at
+from ..errors import KhoError
+from ..image import read_image_meta
+
+DEBUGFS = "/sys/kernel/debug/kho"
+SETUP_DATA = "/sys/kernel/boot_params/setup_data"
+#: Refuse larger root FDTs from files or memory.
+MAX_ROOT_FDT = 1 << 20
+
+
+def note(msg: str) -> None:
+    print(f"kho-inspect: {msg}", file=sys.stderr)
+
+
+@dataclasses.dataclass
+class Source:
+    """An opened source: memory (maybe), program, image note."""
+
+    description: str
+    core: str | None = None
+    symbols: str | None = None
+    prog: object = None
+    meta: dict | None = None
+    _debug_loaded: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.core is None
+
+    def program(self):
+        if self.prog is None:
+            self.prog = (memory.open_core(self.core) if self.core
+                         else memory.open_live())
+        return self.prog
+
+    def memory(self) -> memory.PhysMemory:
+        return memory.PhysMemory(self.program(), self.description)
+
+    def debug_program(self):
+        """The program with the kernel's DWARF loaded (walker needs it)."""
+        prog = self.program()
+        if not self._debug_loaded:
+            if self.meta is not None:
+                raise KhoError("a handover image has no kernel state to walk; "
+                               "use a vmcore or the live kernel")
+            memory.load_debug_info(prog, self.symbols)
+            self._debug_loaded = True
+        return prog
+
+    def release(self) -> str | None:
+        if self.meta and self.meta.get("release"):
+            return self.meta["release"]
+        return memory.kernel_release(self.program())
+
+
+def open_source(args) -> Source:
+    core = getattr(args, "core", None)
+    sample = getattr(args, "sample", None)
+    if sample is not None:
+        core = samples.path(sample)
+    if core:
+        meta = read_image_meta(core)
+        desc = (f"handover image {core}" if meta else f"core {core}")
+        return Source(desc, core=core, symbols=args.symbols, meta=meta)
+    return Source("the running kernel (/proc/kcore)", symbols=args.symbols)
+
+
+@dataclasses.dataclass
+class RootFdt:
+    blob: bytes
+    phys: int | None
+    origin: str
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_ROOT_FDT + 1)
+    except OSError as e:
+        raise KhoError(f"{path}: {e.strerror}") from None
+
+
+def _from_phys(src: Source, phys: int, origin: str) -> RootFdt:
+    blob = read_fdt_at(src.memory(), phys, "root FDT", MAX_ROOT_FDT)
+    return RootFdt(blob, phys, origin)
+
+
+def _debugfs_fdt(src: Source, incoming: bool) -> RootFdt | None:
+    """The debugfs copy, if present and complete; None to fall back."""
+    path = f"{DEBUGFS}/{'in' if incoming else 'out'}/fdt"
+    if not os.path.exists(path):
+        if not os.path.isdir("/sys/kernel/debug/kho") and \
+                not os.path.ismount("/sys/kernel/debug"):
+            note("debugfs is not mounted (mount -t debugfs none "
+                 "/sys/kernel/debug); trying the kernel's own pointer")
+        else:
+            note(f"{path} does not exist; trying the kernel's own pointer")
+        return None
+    blob = _read_file(path)
+    try:
+        total = fdtmod.header_totalsize(blob)
+    except fdtmod.FdtError as e:
+        raise KhoError(f"{path}: {e}") from None
+    if total > len(blob):
+        note(f"{path} is truncated ({len(blob)} of {total} bytes: the kernel "
+             "grew the FDT after debugfs sized the file); reading the "
+             "kernel's own copy instead")
+        return None
+    return RootFdt(blob, None, path)
+
+
+def _setup_data_fdt(src: Source) -> RootFdt | None:
+    """x86: the incoming FDT named by the setup_data entry of type 10."""
+    for d in sorted(glob.glob(f"{SETUP_DATA}/*")):
+        try:
+            with open(f"{d}/type") as f:
+                t = int(f.read().strip(), 0)
+            if t != common.SETUP_KEXEC_KHO:
+                continue
+            with open(f"{d}/data", "rb") as f:
+                data = f.read()
+        except (OSError, ValueError):
+            continue
+        if len(data) >= common.KHO_DATA_SIZE:
+            fdt_addr = int.from_bytes(data[:8], "little")
+            return _from_phys(src, fdt_addr, f"setup_data {d} (type 10)")
+    return None
+
+
+def root_fdt(src: Source, args) -> RootFdt:
+    """Find the root FDT the command should decode."""
+    incoming = getattr(args, "incoming", False)
+    if getattr(args, "fdt", None):
+        return RootFdt(_read_file(args.fdt), None, args.fdt)
+    if getattr(args, "fdt_phys", None) is not None:
+        return _from_phys(src, args.fdt_phys, f"phys 0x{args.fdt_phys:x}")
+    if src.meta is not None:
+        if incoming:
+            raise KhoError("a handover image holds one outgoing handover; "
+                           "--incoming does not apply")
+        return _from_phys(src, int(src.meta["fdt_phys"]),
+                          f"{src.description} (note)")
+    if src.live:
+        found = _debugfs_fdt(src, incoming)
+        if found is None and incoming:
+            found = _setup_data_fdt(src)
+        if found is not None:
+            return found
+    from .. import walk   # DWARF needed from here on
+    prog = src.debug_program()
+    if incoming:
+        phys = walk.incoming_fdt_phys(prog)
+        if not phys:
+            raise KhoError("kho_in.fdt_phys is 0: this kernel was not booted "
+                           "through a KHO kexec")
+        return _from_phys(src, phys, "kho_in.fdt_phys")
+    return _from_phys(src, walk.outgoing_fdt_phys(prog), "kho_out.fdt")
+
+
+def bitmap_bytes(src: Source, args) -> tuple[int | None, str | None]:
+    """The kho-v1 bitmap size and where it came from."""
+    if getattr(args, "bitmap_bytes", None):
+        return args.bitmap_bytes, "--bitmap-bytes"
+    if src.meta and src.meta.get("bitmap_bytes"):
+        return int(src.meta["bitmap_bytes"]), "image note"
+    if src._debug_loaded or src.symbols:
+        from .. import walk
+        try:
+            n = walk.bitmap_bytes(src.debug_program())
+        except KhoError:
+            n = None
+        if n:
+            return n, "DWARF sizeof(struct kho_mem_phys_bits)"
+    rel = src.release()
+    n = v1.bitmap_bytes_for_release(rel) if rel else None
+    if n:
+        return n, f"kernel release {rel}"
+    return None, None

@@ -1,0 +1,98 @@
+"""Decode the blobs of the KHO clients kho_inspect knows.
+
+Each decoder takes the sub-node's blob (bytes) and the memory source, and
+returns a JSON-friendly dict plus the extra pages it read.
+"""
+
+from __future__ import annotations
+
+from .. import fdt as fdtmod
+from ..abi import clients as abi
+from ..abi.common import u64le
+from ..errors import KhoError
+from .vmalloc import decode_vmalloc, read_vmalloc
+
+
+def _u64(node, name, where):
+    p = node.props.get(name)
+    if p is None:
+        raise KhoError(f"{where}: property {name!r} is missing")
+    try:
+        return u64le(p.value)
+    except ValueError as e:
+        raise KhoError(f"{where}: property {name!r}: {e}") from None
+
+
+def _u32(node, name, where):
+    p = node.props.get(name)
+    if p is None or len(p.value) != 4:
+        raise KhoError(f"{where}: property {name!r} is missing or not 4 "
+                       "bytes")
+    return int.from_bytes(p.value, "little")
+
+
+def memblock(tree: fdtmod.Fdt, mem, where: str):
+    """memblock's reserve_mem regions: ``memblock-v1`` FDT."""
+    regions = []
+    for c in tree.root.children:
+        regions.append({"name": c.name,
+                        "start": _u64(c, "start", f"{where}/{c.name}"),
+                        "size": _u64(c, "size", f"{where}/{c.name}")})
+    return {"regions": regions}, []
+
+
+def test_kho(tree: fdtmod.Fdt, mem, where: str):
+    """lib/test_kho.c: magic, folio count, checksum and the folio list.
+
+    ``folios_info`` is an inline array of ``phys | order`` in 6.16/6.17 and
+    a ``struct kho_vmalloc`` pointing at that array from 6.18.
+    """
+    root = tree.root
+    out = {"magic": _u32(root, "magic", where)}
+    data = root.child("data") or root
+    nr = _u32(data, "nr_folios", where)
+    out["nr_folios"] = nr
+    if "csum" in data.props:
+        out["csum"] = int.from_bytes(data.props["csum"].value, "little")
+    info = data.props.get("folios_info")
+    pages = []
+    if info is None:
+        raise KhoError(f"{where}: property 'folios_info' is missing")
+    if len(info.value) == nr * 8 and len(info.value) != 16:
+        raw = info.value
+    else:
+        vinfo, blocks, pages = decode_vmalloc(mem, info.value,
+                                              f"{where} folios_info")
+        raw, more = read_vmalloc(mem, blocks, vinfo["order"], nr * 8, where)
+        pages = pages + more
+        out["folios_info_vmalloc"] = vinfo
+    entries = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, nr * 8, 8)]
+    out["folios"] = [{"phys": e & ~abi.TEST_KHO_ORDER_MASK,
+                      "order": e & abi.TEST_KHO_ORDER_MASK} for e in entries]
+    return out, pages
+
+
+def kexec_metadata(blob: bytes, where: str):
+    """7.1+ ``struct kho_kexec_metadata``."""
+    if len(blob) < abi.KEXEC_METADATA.size:
+        raise KhoError(f"{where}: {len(blob)} bytes, need "
+                       f"{abi.KEXEC_METADATA.size}")
+    version, rel, count = abi.KEXEC_METADATA.unpack_from(blob)
+    return {"version": version,
+            "previous_release": rel.split(b"\0", 1)[0].decode(errors="replace"),
+            "kexec_count": count}
+
+
+def luo_ser(blob: bytes, where: str):
+    """7.2+ raw ``struct luo_ser``."""
+    if len(blob) < abi.LUO_SER.size:
+        raise KhoError(f"{where}: {len(blob)} bytes, need {abi.LUO_SER.size}")
+    compat, num, sessions, flbs = abi.LUO_SER.unpack_from(blob)
+    return {"compatible": compat.split(b"\0", 1)[0].decode(errors="replace"),
+            "liveupdate_num": num, "sessions_pa": sessions, "flbs_pa": flbs}
+
+
+#: FDT blobs recognised by the sub-node name.
+FDT_CLIENTS = {abi.MEMBLOCK_NODE: memblock, abi.TEST_KHO_NODE: test_kho}
+#: Raw (non-FDT) blobs recognised by the sub-node name.
+RAW_CLIENTS = {abi.KEXEC_METADATA_NODE: kexec_metadata, abi.LUO_NODE: luo_ser}

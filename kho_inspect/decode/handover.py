@@ -1,0 +1,143 @@
+"""Root FDT -> generation, preserved-memory map and sub-nodes."""
+
+from __future__ import annotations
+
+from .. import fdt as fdtmod
+from ..abi import common
+from ..abi.clients import FDT_MAGIC
+from ..abi.generations import GENERATIONS, Generation, known
+from ..errors import KhoError
+from . import clients
+from .chunks import decode_chunks
+from .model import Handover, MapPage, Subnode
+from .radix import decode_radix
+
+#: Sub-node blobs larger than this are refused as absurd.
+MAX_BLOB = 64 << 20
+
+
+def read_fdt_at(mem, phys: int, what: str, limit: int) -> bytes:
+    """Read the FDT at *phys*, sized by its own header (at most *limit*)."""
+    head = mem.read(phys, 8, what)
+    try:
+        total = fdtmod.header_totalsize(head)
+    except fdtmod.FdtError as e:
+        raise KhoError(f"{what} at phys 0x{phys:x}: {e}") from None
+    if total > limit:
+        raise KhoError(f"{what} at phys 0x{phys:x}: header totalsize "
+                       f"{total} exceeds {limit} bytes")
+    return mem.read(phys, total, what)
+
+
+def identify(tree: fdtmod.Fdt) -> Generation:
+    """The generation named by the root ``compatible``."""
+    p = tree.root.props.get(common.PROP_COMPATIBLE)
+    if p is None:
+        raise KhoError("root FDT has no 'compatible' property: not a KHO FDT")
+    for c in p.strings():
+        if c in GENERATIONS:
+            return GENERATIONS[c]
+    raise KhoError(f"unknown KHO compatible {p.string()!r} (known: "
+                   f"{known()})")
+
+
+def map_phys(tree: fdtmod.Fdt) -> int:
+    """The root ``preserved-memory-map`` value."""
+    p = tree.root.props.get(common.PROP_MEM_MAP)
+    if p is None:
+        raise KhoError(f"root FDT has no '{common.PROP_MEM_MAP}' property "
+                       f"(FDT offset of root node {tree.root.offset})")
+    try:
+        return common.u64le(p.value)
+    except ValueError as e:
+        raise KhoError(f"root property '{common.PROP_MEM_MAP}' at FDT offset "
+                       f"{p.offset}: {e}") from None
+
+
+def _prop_u64(node, name):
+    p = node.props.get(name)
+    if p is None:
+        return None
+    try:
+        return common.u64le(p.value)
+    except ValueError as e:
+        raise KhoError(f"property {name!r} at FDT offset {p.offset}: "
+                       f"{e}") from None
+
+
+def decode_subnode(node: fdtmod.Node, gen: Generation, mem) -> Subnode:
+    """Name, phys and size of a client sub-node, and its decoded blob when
+    *mem* is given and the client is known. Problems with the blob itself are
+    recorded in ``error`` rather than raised: one bad client must not hide
+    the rest of the handover."""
+    sub = Subnode(node.name, None, None)
+    try:
+        sub.phys = _prop_u64(node, gen.blob_prop)
+        if gen.size_prop:
+            sub.size = _prop_u64(node, gen.size_prop)
+        if sub.phys is None:
+            raise KhoError(f"no '{gen.blob_prop}' property")
+        if mem is None:
+            return sub
+        where = f"sub-node {node.name!r} blob at phys 0x{sub.phys:x}"
+        head = mem.read(sub.phys, 8, f"sub-node {node.name!r} blob")
+        if head[:4] == FDT_MAGIC:
+            blob = read_fdt_at(mem, sub.phys, f"sub-node {node.name!r} FDT",
+                               min(sub.size or MAX_BLOB, MAX_BLOB))
+            if sub.size is None:
+                sub.size = len(blob)
+            tree = fdtmod.parse(blob)
+            sub.pages.append(MapPage(sub.phys, sub.size, "blob"))
+            compat = tree.root.props.get(common.PROP_COMPATIBLE)
+            content = {"format": "fdt",
+                       "compatible": compat.string() if compat else None}
+            dec = clients.FDT_CLIENTS.get(node.name)
+            if dec:
+                extra, pages = dec(tree, mem, where)
+                content.update(extra)
+                sub.pages += pages
+            else:
+                content["tree"] = fdtmod.node_to_json(tree.root)
+            sub.content = content
+        elif node.name in clients.RAW_CLIENTS and sub.size is not None:
+            if sub.size > MAX_BLOB:
+                raise KhoError(f"blob-size {sub.size} is absurd")
+            blob = mem.read(sub.phys, sub.size, f"sub-node {node.name!r} blob")
+            sub.pages.append(MapPage(sub.phys, sub.size, "blob"))
+            sub.content = {"format": "raw",
+                           **clients.RAW_CLIENTS[node.name](blob, where)}
+    except KhoError as e:
+        sub.error = str(e)
+    return sub
+
+
+def decode_handover(blob: bytes, mem=None, *, fdt_phys: int | None = None,
+                    bitmap_bytes: int | None = None,
+                    bitmap_source: str | None = None,
+                    with_map: bool = True) -> Handover:
+    """Decode a KHO root FDT and, given *mem*, what it points at.
+
+    :param blob: the root FDT.
+    :param mem: a :class:`~kho_inspect.memory.PhysMemory`, or None to decode
+        the FDT alone.
+    :param bitmap_bytes: kho-v1 only: the writer's bitmap size (512/4096).
+    :raises KhoError: on a malformed FDT, an unknown compatible, or a map
+        that cannot be decoded.
+    """
+    tree = fdtmod.parse(blob)
+    gen = identify(tree)
+    mphys = map_phys(tree)
+    pmap = None
+    if mem is not None and with_map:
+        if gen.map_kind == "chunks":
+            if bitmap_bytes is None:
+                raise KhoError("kho-v1: the bitmap size (512 bytes on "
+                               "6.16/6.17, 4096 from 6.18) is unknown; pass "
+                               "--bitmap-bytes, -s VMLINUX, or a core with "
+                               "VMCOREINFO")
+            pmap = decode_chunks(mem, mphys, bitmap_bytes,
+                                 bitmap_source or "caller")
+        else:
+            pmap = decode_radix(mem, mphys, gen.compatible)
+    subnodes = [decode_subnode(n, gen, mem) for n in tree.root.children]
+    return Handover(gen.compatible, fdt_phys, tree.totalsize, pmap, subnodes)

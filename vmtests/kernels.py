@@ -1,0 +1,320 @@
+"""Fetch and build the vmtest kernels, one per reachable KHO layout.
+
+Sources come from Debian only (trixie-backports): the ``orig.tar.xz`` of source
+package ``linux`` for 6.17-7.1 and the ``linux-source-7.3`` binary package.
+URLs are resolved through a private apt configuration (the host's own sources
+are never touched), downloads and builds are cached under :data:`CACHE`, keyed
+by kernel version, config-fragment hash and compiler, so a second run only
+checks stamps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FRAGMENT = HERE / "kho.config"
+CACHE = Path(os.environ.get("KHO_VMTEST_CACHE",
+                            Path.home() / ".cache" / "kho-inspect"))
+APT_SUITE = "trixie-backports"
+MIRROR = "http://deb.debian.org/debian"
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One row of the vmtest matrix."""
+
+    name: str           # matrix key, e.g. "6.18"
+    layout: str         # KHO layout it exercises (see shared/kho-abi.md)
+    versions: tuple     # upstream versions to try, in order (orig tarballs)
+    binary: str = ""    # or: a Debian binary package shipping the source
+
+
+KERNELS = [
+    Kernel("6.17", "kho-v1, 512-byte bitmaps", ("6.17.8",)),
+    Kernel("6.18", "kho-v1, 4 KiB bitmaps, page magic",
+           ("6.18.15", "6.18.12", "6.18.9", "6.18.5")),
+    Kernel("6.19", "kho-v1, finalize from debugfs/LUO",
+           ("6.19.11", "6.19.10", "6.19.6")),
+    Kernel("7.1", "kho-v3 radix tree", ("7.1.13", "7.1.3")),
+    Kernel("7.3", "kho-v4 radix tree", (), binary="linux-source-7.3"),
+]
+
+
+def log(msg: str) -> None:
+    print(f"vmtests: {msg}", file=sys.stderr, flush=True)
+
+
+def _run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+# --------------------------------------------------------------------------
+# apt, privately
+
+
+def apt_options() -> list[str]:
+    """apt-get/apt-cache options for a private trixie-backports index."""
+    root = CACHE / "apt"
+    for d in ("lists/partial", "archives/partial", "etc"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    sources = root / "etc" / "sources.list"
+    text = (f"deb {MIRROR} {APT_SUITE} main\n"
+            f"deb-src {MIRROR} {APT_SUITE} main\n")
+    if not sources.exists() or sources.read_text() != text:
+        sources.write_text(text)
+    return ["-o", f"Dir::Etc::SourceList={sources}",
+            "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={root / 'lists'}",
+            "-o", f"Dir::Cache={root}",
+            "-o", f"Dir::Cache::Archives={root / 'archives'}",
+            "-o", "APT::Sandbox::User=root",
+            "-o", "Acquire::Check-Valid-Until=false"]
+
+
+_apt_updated = False
+
+
+def _apt_update() -> None:
+    global _apt_updated
+    if not _apt_updated:
+        _run(["apt-get", *apt_options(), "-qq", "update"],
+             stdout=subprocess.DEVNULL)
+        _apt_updated = True
+
+
+def _source_versions() -> list[str]:
+    _apt_update()
+    out = subprocess.run(["apt-cache", *apt_options(), "showsrc", "linux"],
+                         check=True, capture_output=True, text=True).stdout
+    return re.findall(r"^Version: (\S+)", out, re.M)
+
+
+def _download(url: str, dest: Path) -> bool:
+    """Download *url* to *dest* atomically; False on HTTP 404."""
+    part = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r, open(part, "wb") as f:
+            shutil.copyfileobj(r, f, 1 << 20)
+    except urllib.error.HTTPError as e:
+        part.unlink(missing_ok=True)
+        if e.code == 404:
+            return False
+        raise
+    part.rename(dest)
+    return True
+
+
+def fetch_source(k: Kernel) -> tuple[str, Path]:
+    """Return (upstream version, path of the cached source tarball)."""
+    src = CACHE / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    if k.binary:
+        debs = sorted(src.glob(f"{k.binary}_*_all.deb"))
+        if not debs:
+            _apt_update()
+            log(f"downloading {k.binary}")
+            _run(["apt-get", *apt_options(), "-qq", "download", k.binary],
+                 cwd=src)
+            debs = sorted(src.glob(f"{k.binary}_*_all.deb"))
+        deb = debs[-1]
+        version = deb.name.split("_")[1].split("-")[0]
+        tar = src / f"{k.binary}_{version}.tar.xz"
+        if not tar.exists():
+            log(f"unpacking {deb.name}")
+            inner = f"./usr/src/{k.binary}.tar.xz"
+            with open(tar.with_suffix(".part"), "wb") as out:
+                p1 = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb],
+                                      stdout=subprocess.PIPE)
+                _run(["tar", "-xO", inner], stdin=p1.stdout, stdout=out)
+                if p1.wait():
+                    raise RuntimeError(f"dpkg-deb failed on {deb}")
+            tar.with_suffix(".part").rename(tar)
+        return version, tar
+    for version in k.versions:
+        tar = src / f"linux_{version}.orig.tar.xz"
+        if tar.exists():
+            return version, tar
+    debvers = _source_versions()
+    for version in k.versions:
+        tar = src / f"linux_{version}.orig.tar.xz"
+        cand = [v for v in debvers if v.split("-")[0] == version]
+        if not cand:
+            log(f"{version}: not in the {APT_SUITE} index, trying the next")
+            continue
+        out = subprocess.run(
+            ["apt-get", *apt_options(), "source", "--download-only",
+             "--print-uris", f"linux={cand[-1]}"],
+            check=True, capture_output=True, text=True, cwd=src).stdout
+        urls = re.findall(r"'(\S+orig\.tar\.xz)'", out)
+        if not urls:
+            continue
+        log(f"downloading {urls[0]}")
+        if _download(urls[0], tar):
+            return version, tar
+        log(f"{version}: 404, trying the next")
+    raise RuntimeError(f"no source reachable for kernel {k.name} "
+                       f"(tried {', '.join(k.versions)})")
+
+
+# --------------------------------------------------------------------------
+# build
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """A finished build: bzImage and the vmlinux of the same build."""
+
+    kernel: Kernel
+    version: str
+    dir: Path
+
+    @property
+    def bzimage(self) -> Path:
+        return self.dir / "bzImage"
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.dir / "vmlinux"
+
+
+def _compiler_id() -> str:
+    return subprocess.run(["gcc", "--version"], capture_output=True,
+                          text=True, check=True).stdout.splitlines()[0]
+
+
+def build_key(version: str) -> str:
+    h = hashlib.sha256()
+    h.update(FRAGMENT.read_bytes())
+    h.update(_compiler_id().encode())
+    return f"{version}-{h.hexdigest()[:12]}"
+
+
+def cached_build(k: Kernel) -> Build | None:
+    """The finished build of *k* for the current fragment, if cached."""
+    for version in ((k.versions or ()) + tuple(
+            p.name.split("_")[1][:-len(".tar.xz")]
+            for p in sorted((CACHE / "src").glob(f"{k.binary}_*.tar.xz"))
+            if k.binary)):
+        d = CACHE / "kernels" / build_key(version)
+        if (d / "done").exists():
+            return Build(k, version, d)
+    return None
+
+
+def kconfig_symbols(tree: Path) -> set[str]:
+    """Every symbol some Kconfig file in *tree* defines."""
+    syms = set()
+    pat = re.compile(r"^\s*(?:menu)?config\s+(\w+)", re.M)
+    for path in tree.rglob("Kconfig*"):
+        try:
+            syms.update(pat.findall(path.read_text(errors="replace")))
+        except OSError:
+            pass
+    return syms
+
+
+def verify_config(tree: Path) -> list[str]:
+    """Options of the fragment that this tree knows but did not set.
+
+    Returns the list of problems (empty when the config is right).
+    """
+    want = re.findall(r"^CONFIG_(\w+)=y", FRAGMENT.read_text(), re.M)
+    have = set(re.findall(r"^CONFIG_(\w+)=y",
+                          (tree / ".config").read_text(), re.M))
+    known = kconfig_symbols(tree)
+    return [f"CONFIG_{s}" for s in want if s in known and s not in have]
+
+
+def build(k: Kernel, jobs: int | None = None) -> Build:
+    """Fetch and build kernel *k* unless a cached build exists."""
+    b = cached_build(k)
+    if b:
+        return b
+    version, tar = fetch_source(k)
+    out = CACHE / "kernels" / build_key(version)
+    if (out / "done").exists():
+        return Build(k, version, out)
+    tree = CACHE / "trees" / f"linux-{version}"
+    if not (tree / "Makefile").exists():
+        log(f"extracting {tar.name}")
+        tmp = tree.with_name(tree.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _run(["tar", "-xf", tar, "-C", tmp, "--strip-components=1"])
+        shutil.rmtree(tree, ignore_errors=True)
+        tmp.rename(tree)
+    env = dict(os.environ, KCONFIG_ALLCONFIG=str(FRAGMENT),
+               CCACHE_DIR=str(CACHE / "ccache"), CCACHE_BASEDIR=str(tree),
+               CCACHE_MAXSIZE="8G")
+    cc = "ccache gcc" if shutil.which("ccache") else "gcc"
+    jobs = jobs or os.cpu_count() or 2
+    logf = CACHE / "kernels" / f"build-{version}.log"
+    logf.parent.mkdir(parents=True, exist_ok=True)
+    log(f"building {version} ({k.layout}), log: {logf}")
+    with open(logf, "w") as lf:
+        try:
+            _run(["make", f"CC={cc}", "HOSTCC=gcc", "allnoconfig"], cwd=tree,
+                 env=env, stdout=lf, stderr=subprocess.STDOUT)
+            missing = verify_config(tree)
+            if missing:
+                raise RuntimeError(
+                    f"{version}: the config did not take these options: "
+                    f"{' '.join(missing)} (see {tree / '.config'})")
+            _run(["make", f"-j{jobs}", f"CC={cc}", "HOSTCC=gcc", "bzImage",
+                  "vmlinux"], cwd=tree, env=env, stdout=lf,
+                 stderr=subprocess.STDOUT)
+        except subprocess.CalledProcessError as e:
+            tail = logf.read_text(errors="replace").splitlines()[-25:]
+            raise RuntimeError(f"building {version} failed ({e.cmd[1]}):\n"
+                               + "\n".join(tail)) from None
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy2(tree / "arch/x86/boot/bzImage", tmp / "bzImage")
+    shutil.copy2(tree / "vmlinux", tmp / "vmlinux")
+    shutil.copy2(tree / ".config", tmp / "config")
+    (tmp / "release").write_text(
+        (tree / "include/config/kernel.release").read_text())
+    (tmp / "done").write_text(version + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log(f"built {version} in {out}")
+    return Build(k, version, out)
+
+
+def select(names: str) -> list[Kernel]:
+    """Kernels matching ``all`` or a comma-separated list of names/versions."""
+    if names in ("", "all"):
+        return list(KERNELS)
+    chosen = []
+    for n in names.split(","):
+        m = [k for k in KERNELS
+             if n == k.name or n in k.versions or n.startswith(k.name + ".")]
+        if not m:
+            raise SystemExit(f"vmtests: unknown kernel {n!r}; known: "
+                             + ", ".join(k.name for k in KERNELS))
+        chosen += m
+    return chosen
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="fetch and build vmtest kernels")
+    ap.add_argument("--kernel", default="all")
+    args = ap.parse_args()
+    for k in select(args.kernel):
+        try:
+            b = build(k)
+        except RuntimeError as e:
+            sys.exit(f"vmtests: {e}")
+        print(k.name, b.version, b.dir)
