@@ -63,7 +63,7 @@ def write_image(path: str, segments, meta: dict) -> None:
         off += len(data)
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
     ehdr = _EHDR.pack(ident, _ET_CORE, _EM_X86_64, 1, 0, _EHDR.size, 0, 0,
-                      _EHDR.size, _PHDR.size, phnum, 0, 0)
+                      _EHDR.size, _PHDR.size, phnum, 0, 0, 0)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:

@@ -1,0 +1,140 @@
+"""The CLI on handover images and files: output, round trips, and every
+bad-input class answered with one line and exit status 2."""
+
+import json
+
+import pytest
+
+from conftest import run_dtc
+from helpers import PAGE, bitmap, chunk_page, kho_dts, table
+from kho_inspect.cli import main
+from kho_inspect.image import read_image_meta, write_image
+from test_decode import radix_hand_map
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def v3_image(tmp_path, dtc, segs=None, fdt_phys=0x400000, root=0x100000,
+             subnodes="", meta_extra=None):
+    blob = run_dtc(dtc, kho_dts("kho-v3", root, subnodes))
+    segs = (radix_hand_map() if segs is None else segs) + [
+        (fdt_phys, blob.ljust(PAGE, b"\0"))]
+    path = str(tmp_path / "img.core")
+    write_image(path, segs, dict({"generation": "kho-v3",
+                                  "fdt_phys": fdt_phys, "release": "test"},
+                                 **(meta_extra or {})))
+    return path
+
+
+def test_map_json_schema(tmp_path, dtc, capsys):
+    path = v3_image(tmp_path, dtc)
+    rc, out, err = run(capsys, "map", "--core", path, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["generation"] == "kho-v3"
+    assert doc["ranges"] == [
+        {"phys": 0x1000000, "order": 0, "count": 3, "size": 3 * 4096},
+        {"phys": 0x40000000, "order": 9, "count": 1, "size": 2 << 20}]
+    assert doc["totals"]["9"] == {"blocks": 1, "bytes": 2 << 20}
+
+
+def test_map_table(tmp_path, dtc, capsys):
+    rc, out, _ = run(capsys, "map", "--core", v3_image(tmp_path, dtc))
+    assert rc == 0
+    assert "0x1000000" in out and "order" in out and "radix-leaf" in out
+
+
+def test_capture_round_trip(tmp_path, dtc, capsys):
+    path = v3_image(tmp_path, dtc)
+    out_img = str(tmp_path / "again.core")
+    rc, _, err = run(capsys, "capture", "--core", path, "-o", out_img)
+    assert rc == 0, err
+    assert read_image_meta(out_img)["generation"] == "kho-v3"
+    a = json.loads(run(capsys, "map", "--core", path, "--json")[1])
+    b = json.loads(run(capsys, "map", "--core", out_img, "--json")[1])
+    for k in ("ranges", "map_pages", "generation", "totals"):
+        assert a[k] == b[k]
+
+
+def test_fdt_file_without_memory(tmp_path, dtc, capsys):
+    f = tmp_path / "fdt"
+    f.write_bytes(run_dtc(dtc, kho_dts("kho-v4", 0x1000,
+                                       "memblock { preserved-data = "
+                                       "[00 10 00 00 00 00 00 00]; "
+                                       "blob-size = [00 10 00 00 00 00 00 00];"
+                                       " };")))
+    rc, out, err = run(capsys, "fdt", "--fdt", str(f), "--json",
+                       "--core", v3_image(tmp_path, dtc))
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["generation"] == "kho-v4"
+    assert doc["subnodes"][0]["name"] == "memblock"
+
+
+def one_line_error(rc, out, err, pattern):
+    assert rc == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kho-inspect: error: ")
+    assert pattern in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("segs, root, pattern", [
+    ([(0x100000, table({0: 0x100000}))], 0x100000, "reached twice"),
+    ([(0x100000, table({5: 0x101000}))], 0x100000, "entry 5 is set"),
+    ([], 0x100000, "cannot read"),
+    ([], 0, "preserved-memory-map is 0"),
+])
+def test_bad_maps(tmp_path, dtc, capsys, segs, root, pattern):
+    path = v3_image(tmp_path, dtc, segs=segs, root=root)
+    one_line_error(*run(capsys, "map", "--core", path), pattern)
+
+
+def test_bad_v1_cycle_image(tmp_path, dtc, capsys):
+    blob = run_dtc(dtc, kho_dts("kho-v1", 0x10000))
+    segs = [(0x10000, chunk_page(0x11000, 0, [(0, 0x20000)])),
+            (0x11000, chunk_page(0x10000, 0, [])),
+            (0x20000, bitmap({0}, PAGE)), (0x400000, blob.ljust(PAGE, b"\0"))]
+    path = str(tmp_path / "v1.core")
+    write_image(path, segs, {"generation": "kho-v1", "fdt_phys": 0x400000,
+                             "bitmap_bytes": 4096})
+    one_line_error(*run(capsys, "map", "--core", path), "loops back")
+
+
+@pytest.mark.parametrize("content, pattern", [
+    (b"", "too short"),
+    (b"\x12\x34\x56\x78" + bytes(60), "bad magic"),
+    (None, "truncated"),
+    ("kho-v7", "unknown KHO compatible 'kho-v7'"),
+])
+def test_bad_fdt_files(tmp_path, dtc, capsys, content, pattern):
+    if content is None:
+        content = run_dtc(dtc, kho_dts("kho-v3", 0x1000))[:60]
+    elif isinstance(content, str):
+        content = run_dtc(dtc, kho_dts(content, 0x1000))
+    f = tmp_path / "fdt"
+    f.write_bytes(content)
+    one_line_error(*run(capsys, "fdt", "--fdt", str(f)), pattern)
+
+
+def test_bad_core_files(tmp_path, capsys):
+    one_line_error(*run(capsys, "map", "--core", str(tmp_path / "nope")),
+                   "No such file")
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"hello world" * 10)
+    one_line_error(*run(capsys, "map", "--core", str(junk)), "not an ELF")
+
+
+def test_fdt_phys_outside_source(tmp_path, dtc, capsys):
+    path = v3_image(tmp_path, dtc)
+    one_line_error(*run(capsys, "fdt", "--core", path, "--fdt-phys",
+                        "0x7777000"), "phys 0x7777000")
+
+
+def test_incoming_map_refused(capsys):
+    one_line_error(*run(capsys, "map", "--incoming", "--bitmap-bytes",
+                        "4096"), "free memory")
