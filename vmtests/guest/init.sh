@@ -6,6 +6,9 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/project
 export PYTHONUNBUFFERED=1
 cd /tmp
+# Make the kernel's DWARF discoverable where drgn looks by default, as a
+# distribution's debug-info package would (/boot/vmlinux-$(uname -r)).
+mount -t tmpfs tmpfs /boot && ln -s /kernel/vmlinux "/boot/vmlinux-$(uname -r)"
 echo "vmtests-guest: $(uname -r) args: $*"
 python3 /project/vmtests/guest/stage.py "$@"
 rc=$?
