@@ -4,11 +4,17 @@ Bitmaps are arrays of little-endian ``unsigned long``: bit *b* is bit
 ``b % 8`` of byte ``b // 8``, so the whole bitmap is one little-endian integer.
 """
 
+import functools
 from itertools import accumulate, count
 from operator import add, sub
 
 #: Below this many set bits a plain bit-trick loop beats the string pass.
 _FEW_BITS = 24
+
+
+@functools.cache
+def _full(nbytes: int) -> bytes:
+    return b"\xff" * nbytes
 
 
 def _positions(v: int):
@@ -23,12 +29,11 @@ def runs(data: bytes) -> tuple[list[int], list[int]]:
 
     :returns: ``(starts, lengths)``, two lists of equal length, ascending.
     """
+    if data and data == _full(len(data)):
+        return [0], [len(data) * 8]
     x = int.from_bytes(data, "little")
     if not x:
         return [], []
-    nbits = len(data) * 8
-    if x == (1 << nbits) - 1:
-        return [0], [nbits]
     if x.bit_count() <= _FEW_BITS:
         starts, lens, base = [], [], 0
         while x:

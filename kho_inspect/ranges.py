@@ -7,14 +7,17 @@ produce runs; checks compare them as sets of (phys, order) blocks.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
+from operator import itemgetter
+from typing import NamedTuple
 
 from .abi.common import PAGE_SHIFT
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Run:
+class Run(NamedTuple):
+    """A run of blocks. Decoders may produce plain ``(phys, order, count)``
+    tuples for speed; they compare equal to Runs."""
+
     phys: int
     order: int
     count: int
@@ -44,32 +47,37 @@ def coalesce(runs) -> list[Run]:
     checks can see them.
     """
     out: list[Run] = []
-    for r in sorted(runs, key=lambda r: (r.order, r.phys)):
-        if out:
-            last = out[-1]
-            if last.order == r.order and last.end == r.phys:
-                out[-1] = Run(last.phys, last.order, last.count + r.count)
-                continue
-        out.append(r)
-    out.sort(key=lambda r: (r.phys, r.order))
+    lphys = lorder = lcount = lend = None
+    for phys, order, count in sorted(runs, key=itemgetter(1, 0)):
+        if order == lorder and phys == lend:
+            lcount += count
+            lend += count << (PAGE_SHIFT + order)
+            continue
+        if lorder is not None:
+            out.append(Run(lphys, lorder, lcount))
+        lphys, lorder, lcount = phys, order, count
+        lend = phys + (count << (PAGE_SHIFT + order))
+    if lorder is not None:
+        out.append(Run(lphys, lorder, lcount))
+    out.sort()
     return out
 
 
 def totals_by_order(runs) -> dict[int, dict[str, int]]:
     """{order: {"blocks": n, "bytes": b}} over *runs*."""
     blocks: Counter = Counter()
-    for r in runs:
-        blocks[r.order] += r.count
+    for _, order, count in runs:
+        blocks[order] += count
     return {o: {"blocks": n, "bytes": n << (PAGE_SHIFT + o)}
             for o, n in sorted(blocks.items())}
 
 
 def blocks(runs):
     """Expand runs into (phys, order) blocks (for set comparisons)."""
-    for r in runs:
-        step = r.block
-        for i in range(r.count):
-            yield (r.phys + i * step, r.order)
+    for phys, order, count in runs:
+        step = 1 << (PAGE_SHIFT + order)
+        for i in range(count):
+            yield (phys + i * step, order)
 
 
 def runs_from_json(items) -> list[Run]:

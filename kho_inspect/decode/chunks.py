@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import add, lshift
+
 from .. import bits
 from ..abi import v1
 from ..abi.common import MAX_REPRESENTABLE_ORDER, PAGE_SHIFT
 from ..errors import KhoError
-from ..ranges import Run
 from .model import MapPage, PreservedMap
 
 
@@ -68,7 +70,8 @@ def decode_chunks(mem, map_phys: int, bitmap_bytes: int,
                 raise KhoError(f"{where}: entry {e}: phys_start "
                                f"0x{phys_start:x} with order {order} "
                                "describes memory beyond 2^64")
-            runs.extend(map(Run, [phys_start + (s << shift) for s in starts],
-                            [order] * len(starts), lens))
+            runs.extend(zip(map(add, repeat(phys_start),
+                                map(lshift, starts, repeat(shift))),
+                            repeat(order), lens))
         phys, idx = nxt, idx + 1
     return result

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import add, lshift
+
 import struct
 
 from .. import bits
@@ -84,5 +87,5 @@ def _leaf(data: bytes, prefix: int, where: str, runs: list) -> None:
     order = radix.ORDER_0_LOG2 - ob
     shift = PAGE_SHIFT + order
     base = (prefix ^ (1 << ob)) << shift
-    runs.extend(map(Run, [base + (s << shift) for s in starts],
-                    [order] * len(starts), lens))
+    runs.extend(zip(map(add, repeat(base), map(lshift, starts, repeat(shift))),
+                    repeat(order), lens))
