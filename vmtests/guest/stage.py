@@ -346,7 +346,8 @@ def stage2(args: dict) -> None:
     fails = []
     good = [ln for ln in msgs.splitlines() if "KHO restore succeeded" in ln]
     bad = [ln for ln in msgs.splitlines()
-           if "KHO restore failed" in ln or "restore failed" in ln]
+           if "restore failed" in ln
+           or ("test_kho" in ln and "failed" in ln)]
     res["dmesg_test_kho"] = [ln for ln in msgs.splitlines()
                              if "test_kho" in ln or "KHO" in ln][:40]
     if not good:
