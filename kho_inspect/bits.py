@@ -5,8 +5,8 @@ Bitmaps are arrays of little-endian ``unsigned long``: bit *b* is bit
 """
 
 import functools
-from itertools import accumulate, count
-from operator import add, sub
+from itertools import accumulate, count, repeat
+from operator import add, lshift, sub
 
 #: Below this many set bits a plain bit-trick loop beats the string pass.
 _FEW_BITS = 24
@@ -55,3 +55,29 @@ def set_bits(data: bytes) -> list[int]:
     """Indices of every set bit in *data* (for bitmaps mixing orders)."""
     x = int.from_bytes(data, "little")
     return list(_positions(x)) if x else []
+
+
+def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
+    """Runs of set bits in *data* as ``(phys, order, count)`` tuples, where
+    bit *b* stands for the block at ``base + (b << shift)``.
+
+    This is :func:`runs` fused with the address arithmetic, so that a
+    fragmented bitmap costs a handful of C-level operations per run.
+    """
+    if data and data == _full(len(data)):
+        return [(base, order, len(data) * 8)]
+    x = int.from_bytes(data, "little")
+    if not x:
+        return []
+    if x.bit_count() <= _FEW_BITS:
+        starts, lens = runs(data)
+        return [(base + (s << shift), order, n) for s, n in zip(starts, lens)]
+    lsb_first = bin(x)[:1:-1]
+    gaps = bin(x & ~(x << 1))[:1:-1].split("1")
+    gaps.pop()
+    # accumulate(gap + 1) is each run's start + 1; fold the -1 into the base
+    phys = map(add, repeat(base - (1 << shift)),
+               map(lshift, accumulate(map(add, map(len, gaps), repeat(1))),
+                   repeat(shift)))
+    return list(zip(phys, repeat(order),
+                    map(len, filter(None, lsb_first.split("0")))))

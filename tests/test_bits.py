@@ -37,3 +37,10 @@ def test_runs_match_naive(data):
 def test_runs_structured(bytes_):
     data = bytes(bytes_)
     assert bits.runs(data) == naive_runs(data)
+
+
+@given(st.binary(max_size=600), st.integers(0, 1 << 40), st.integers(12, 40))
+def test_block_runs_match_naive(data, base, shift):
+    starts, lens = naive_runs(data)
+    assert bits.block_runs(data, base, shift, 7) == [
+        (base + (s << shift), 7, n) for s, n in zip(starts, lens)]

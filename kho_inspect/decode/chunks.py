@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import repeat
-from operator import add, lshift
 
 from .. import bits
 from ..abi import v1
@@ -63,15 +61,14 @@ def decode_chunks(mem, map_phys: int, bitmap_bytes: int,
             data = mem.read(bm, bitmap_bytes,
                             f"bitmap of entry {e} of kho-v1 chunk #{idx}")
             pages.append(MapPage(bm, bitmap_bytes, "bitmap"))
-            starts, lens = bits.runs(data)
-            if not starts:
+            found = bits.block_runs(data, phys_start, shift, order)
+            if not found:
                 continue
-            if phys_start + ((starts[-1] + lens[-1]) << shift) > 1 << 64:
+            last = found[-1]
+            if last[0] + (last[2] << shift) > 1 << 64:
                 raise KhoError(f"{where}: entry {e}: phys_start "
                                f"0x{phys_start:x} with order {order} "
                                "describes memory beyond 2^64")
-            runs.extend(zip(map(add, repeat(phys_start),
-                                map(lshift, starts, repeat(shift))),
-                            repeat(order), lens))
+            runs.extend(found)
         phys, idx = nxt, idx + 1
     return result

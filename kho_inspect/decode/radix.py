@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import repeat
-from operator import add, lshift
 
 import struct
 
@@ -80,12 +78,8 @@ def _leaf(data: bytes, prefix: int, where: str, runs: list) -> None:
                                "fit in 64 bits")
             runs.append(Run(phys, order, 1))
         return
-    starts, lens = bits.runs(data)
-    if not starts:
-        return
     ob = prefix.bit_length() - 1
     order = radix.ORDER_0_LOG2 - ob
     shift = PAGE_SHIFT + order
-    base = (prefix ^ (1 << ob)) << shift
-    runs.extend(zip(map(add, repeat(base), map(lshift, starts, repeat(shift))),
-                    repeat(order), lens))
+    runs.extend(bits.block_runs(data, (prefix ^ (1 << ob)) << shift, shift,
+                                order))
