@@ -147,7 +147,11 @@ def test_kho_truth(prog) -> dict:
     preserved = None
     if "nr_folios_preserved" in members:
         preserved = int(st.nr_folios_preserved)
-    return {"members": members, "nr_folios": nr,
+    try:  # kho-v1 bitmap size, straight from DWARF (None on radix kernels)
+        bitmap_bytes = prog.type("struct kho_mem_phys_bits").size
+    except LookupError:
+        bitmap_bytes = None
+    return {"members": members, "nr_folios": nr, "bitmap_bytes": bitmap_bytes,
             "nr_folios_preserved": preserved, "folios": folios,
             "folios_info_checked": info is not None}
 
@@ -253,6 +257,12 @@ def stage1(args: dict) -> None:
                              "bitmap_bytes": mapj.get("bitmap_bytes"),
                              "ranges": len(mapj.get("ranges", [])),
                              "missing": missing[:20]}
+            want_bb = truth.get("bitmap_bytes")
+            if (want_bb and mapj.get("generation") == "kho-v1"
+                    and mapj.get("bitmap_bytes") != want_bb):
+                fails.append(f"{name}: bitmap_bytes {mapj.get('bitmap_bytes')}"
+                             f" but DWARF sizeof(struct kho_mem_phys_bits)"
+                             f" = {want_bb}")
             if missing:
                 fails.append(f"{name}: {len(missing)} of "
                              f"{len(truth['folios'])} test_kho folios missing,"
