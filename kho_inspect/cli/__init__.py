@@ -65,6 +65,11 @@ def add_fdt_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--incoming", action="store_true",
                    help="the FDT this kernel received (debugfs in/fdt, "
                         "setup_data, or kho_in) instead of the outgoing one")
+    g.add_argument("--fdt-from", choices=("auto", "debugfs", "setup-data",
+                                          "dwarf"), default="auto",
+                   help="live kernel: where to find the FDT (auto: debugfs, "
+                        "then x86 setup_data for --incoming, then the "
+                        "kernel's pointer via DWARF)")
 
 
 def _emit(args, doc: dict, text: str) -> None:
@@ -216,3 +221,4 @@ def main(argv=None) -> int:
 def entry() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())
+from .walker import register as _walker; EXTRA_COMMANDS.append(_walker)  # noqa: E402,E702 (walker commands)

@@ -158,12 +158,25 @@ def root_fdt(src: Source, args) -> RootFdt:
                            "--incoming does not apply")
         return _from_phys(src, int(src.meta["fdt_phys"]),
                           f"{src.description} (note)")
-    if src.live:
+    how = getattr(args, "fdt_from", None) or "auto"
+    if src.live and how in ("auto", "debugfs"):
         found = _debugfs_fdt(src, incoming)
-        if found is None and incoming:
-            found = _setup_data_fdt(src)
         if found is not None:
             return found
+        if how == "debugfs":
+            raise KhoError(f"no usable FDT in {DEBUGFS}/"
+                           f"{'in' if incoming else 'out'}/fdt")
+    if src.live and incoming and how in ("auto", "setup-data"):
+        found = _setup_data_fdt(src)
+        if found is not None:
+            return found
+        if how == "setup-data":
+            raise KhoError(f"no setup_data entry of type "
+                           f"{common.SETUP_KEXEC_KHO} under {SETUP_DATA}: "
+                           "not a KHO boot, or not x86")
+    elif how == "setup-data":
+        raise KhoError("--fdt-from setup-data needs --incoming on the live "
+                       "kernel")
     from .. import walk   # DWARF needed from here on
     prog = src.debug_program()
     if incoming:

@@ -1,0 +1,335 @@
+"""Walker commands (need the kernel's DWARF): status, tracker, incoming,
+check. Register with ``register(subparsers)`` (see ``EXTRA_COMMANDS``).
+
+The rendering functions (``*_text``) take the dicts of
+:mod:`kho_inspect.walk.views`, so the drgn scripts under ``scripts/`` print
+exactly what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tabulate import tabulate
+
+from ..abi.common import MAX_PAGE_ORDER
+from ..errors import KhoError
+from . import report
+from .report import hexa, human_size
+
+STATUS_EPILOG = """\
+examples:
+  kho-inspect status                       # the running kernel (root)
+  kho-inspect status --core vmcore -s vmlinux --json
+  drgn -k scripts/kho_status.py            # the same, as a drgn script
+"""
+TRACKER_EPILOG = """\
+examples:
+  kho-inspect tracker                      # what this kernel will hand over
+  kho-inspect tracker --json > t.json      # same schema as 'map --json'
+  kho-inspect tracker --core vmcore -s vmlinux
+"""
+INCOMING_EPILOG = """\
+examples:
+  kho-inspect incoming                     # in a kernel booted by KHO kexec
+  kho-inspect incoming --scan-limit 0      # scan the whole memmap
+  kho-inspect incoming --no-markers --json
+"""
+CHECK_EPILOG = """\
+examples:
+  kho-inspect check --views tracker,map
+  kho-inspect check --views tracker,map --core vmcore -s vmlinux --json
+exit status: 0 the views agree, 1 they differ, 2 error (or cannot compare,
+e.g. kho-v1 not finalized)
+"""
+
+#: Debug-info files drgn's default search tries for the running kernel.
+_DEFAULT_VMLINUX = ("/usr/lib/debug/boot/vmlinux-{r}",
+                    "/usr/lib/debug/lib/modules/{r}/vmlinux",
+                    "/boot/vmlinux-{r}", "/lib/modules/{r}/build/vmlinux",
+                    "/lib/modules/{r}/vmlinux")
+
+
+def debug_program(src):
+    """``src.debug_program()``, naming the files looked for when the
+    running kernel's debug info is missing."""
+    try:
+        return src.debug_program()
+    except KhoError as e:
+        if src.live and not src.symbols and "debug info" in str(e):
+            r = os.uname().release
+            tried = [p.format(r=r) for p in _DEFAULT_VMLINUX]
+            raise KhoError(f"{e} (looked for {', '.join(tried)})") from None
+        raise
+
+
+def _program(args):
+    from .source import open_source
+    return debug_program(open_source(args))
+
+
+def _emit(args, doc: dict, text: str) -> None:
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
+def _totals_table(totals: dict) -> str:
+    rows = [(o, t["blocks"], human_size(t["bytes"]),
+             "above MAX_PAGE_ORDER" if int(o) > MAX_PAGE_ORDER else "")
+            for o, t in sorted(totals.items(), key=lambda kv: int(kv[0]))]
+    rows.append(("all", sum(t["blocks"] for t in totals.values()),
+                 human_size(sum(t["bytes"] for t in totals.values())), ""))
+    return tabulate(rows, headers=["order", "blocks", "bytes", ""])
+
+
+def _subnodes_table(subnodes: list) -> str:
+    if not subnodes:
+        return "no sub-nodes"
+    rows = []
+    for s in subnodes:
+        c = s.get("content") or {}
+        what = (f"error: {s['error']}" if s.get("error") else
+                c.get("compatible") or c.get("format") or "")
+        rows.append((s["name"], hexa(s["phys"]),
+                     "-" if s["size"] is None else s["size"], what))
+    return tabulate(rows, headers=["sub-node", "phys", "size", "content"])
+
+
+def status_text(doc: dict) -> str:
+    """Render :func:`kho_inspect.walk.views.status_view`."""
+    tr = doc.get("tracker") or {}
+    fin = tr.get("finalized")
+    rows = [("kernel", doc.get("release") or "unknown"),
+            ("source", doc["source"]),
+            ("KHO enabled", "yes" if doc["enabled"] else "no (boot with "
+             "kho=on)")]
+    if tr:
+        rows.append(("tracker", f"{tr['layout']} ({tr['expression']}"
+                     + (f", {tr['bitmap_bytes']}-byte bitmaps"
+                        if tr.get("bitmap_bytes") else "") + ")"))
+        rows.append(("finalized", "n/a (no finalize step)" if fin is None
+                     else "yes" if fin else "no"))
+        allb = sum(t["bytes"] for t in tr["totals"].values())
+        rows.append(("preserved", f"{human_size(allb)} in "
+                     f"{tr['ranges']} ranges"))
+    fdt = doc.get("fdt")
+    if fdt:
+        rows.append(("outgoing FDT", f"{fdt['generation']} at "
+                     f"{hexa(fdt['phys'])}, {fdt['size']} bytes"))
+    img = doc.get("kexec_image")
+    if img is None:
+        rows.append(("kexec image", "none loaded"))
+    elif not img.get("kho_fields"):
+        rows.append(("kexec image", "loaded; struct kimage has no kho"))
+    elif img["fdt"]:
+        sc = img["scratch"]
+        rows.append(("kexec image", f"loaded with KHO: fdt {hexa(img['fdt'])}"
+                     + (f", scratch segment {hexa(sc['mem'])}"
+                        f"+{sc['bufsz']}" if sc else "")))
+    else:
+        rows.append(("kexec image", "loaded WITHOUT KHO (kexec -s needed; "
+                     "6.16-6.18: finalize before loading)"))
+    inc = doc.get("incoming")
+    if inc:
+        rows.append(("this boot", "KHO kexec" + (
+            f" from {inc['previous_release']} (count {inc['kexec_count']})"
+            if inc.get("previous_release") else "") if inc["kho_boot"]
+            else "cold boot"))
+    out = [tabulate(rows, tablefmt="plain")]
+    if tr:
+        out += ["", _totals_table(tr["totals"])]
+    if fdt:
+        out += ["", _subnodes_table(fdt["subnodes"])]
+    if doc.get("scratch") is not None:
+        srows = [(a["index"], a["role"], hexa(a["addr"]),
+                  hexa(a["addr"] + a["size"]), human_size(a["size"]))
+                 for a in doc["scratch"]]
+        out += ["", tabulate(srows, headers=["scratch", "role", "addr", "end",
+                                             "size"]) if srows
+                else "no scratch areas"]
+    for p in doc["problems"]:
+        out.append(f"note: {p}")
+    return "\n".join(out)
+
+
+def tracker_text(doc: dict, limit: int = 40) -> str:
+    """Render :func:`kho_inspect.walk.views.tracker_view`."""
+    head = f"tracker {doc['expression']} ({doc['layout']}"
+    if doc.get("bitmap_bytes"):
+        head += f", {doc['bitmap_bytes']}-byte bitmaps"
+    head += f") of kernel {doc.get('release') or 'unknown'}"
+    lines = [head]
+    if doc["finalized"] is not None:
+        lines.append("finalized: " + ("yes" if doc["finalized"] else
+                                      "no (nothing handed over until "
+                                      "finalize)"))
+    lines += ["", _totals_table(doc["totals"])]
+    runs = doc["ranges"]
+    shown = runs if limit <= 0 else runs[:limit]
+    rows = [(hexa(r["phys"]), hexa(r["phys"] + r["size"]), r["order"],
+             r["count"], human_size(r["size"])) for r in shown]
+    lines += ["", tabulate(rows, headers=["phys", "end", "order", "count",
+                                          "size"])]
+    if len(shown) < len(runs):
+        lines.append(f"... {len(runs) - len(shown)} more ranges "
+                     "(--limit 0 shows all)")
+    kinds: dict = {}
+    for p in doc["map_pages"]:
+        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
+    lines.append("\nread: " + (", ".join(f"{n} {k} page(s)" for k, n in
+                                         kinds.items()) or "nothing")
+                 + (f"; {doc['zero_pages']} all-zero" if doc["zero_pages"]
+                    else ""))
+    return "\n".join(lines)
+
+
+def incoming_text(doc: dict, limit: int = 40) -> str:
+    """Render :func:`kho_inspect.walk.views.incoming_view`."""
+    ki = doc["kho_in"]
+    rows = [("kernel", doc.get("release") or "unknown"),
+            ("fdt_phys", hexa(ki["fdt_phys"])),
+            ("scratch_phys", hexa(ki["scratch_phys"]))]
+    if ki.get("mem_map_phys") is not None:
+        rows.append(("mem_map_phys", hexa(ki["mem_map_phys"])))
+    if ki.get("previous_release") is not None:
+        rows.append(("previous kernel", f"{ki['previous_release']} (kexec "
+                     f"count {ki['kexec_count']})"))
+    out = [tabulate(rows, tablefmt="plain")]
+    fdt = doc.get("fdt")
+    if fdt:
+        out += ["", f"incoming FDT: {fdt['generation']}, {fdt['size']} bytes",
+                _subnodes_table(fdt["subnodes"])]
+    scan = doc.get("scan")
+    if scan:
+        desc = (f"scanned {scan['pages']} struct pages in {scan['ranges']} "
+                f"ranges ({scan['source']})")
+        if scan["truncated_at_pfn"] is not None:
+            desc += (f"; stopped at pfn {hexa(scan['truncated_at_pfn'])} "
+                     "(--scan-limit)")
+        if scan["unreadable"]:
+            desc += "; unreadable memmap: " + ", ".join(
+                f"pfn {hexa(u['start_pfn'])}-{hexa(u['end_pfn'])}"
+                for u in scan["unreadable"][:5])
+        out += ["", desc]
+        if scan["note"]:
+            out.append(f"note: {scan['note']}")
+        if scan["markers"] is None:
+            out.append("preserved head pages: cannot be enumerated here")
+        else:
+            out.append("preserved, not yet restored (head pages with "
+                       + ("KHO_PAGE_MAGIC" if scan["magic"] else
+                          "a bare order: order-0 blocks are invisible")
+                       + "):")
+            if scan["markers"]:
+                out.append(_totals_table(scan["totals"]))
+                ms = scan["markers"]
+                shown = ms if limit <= 0 else ms[:limit]
+                out.append(tabulate(
+                    [(hexa(r["phys"]), r["order"], r["count"],
+                      human_size(r["size"])) for r in shown],
+                    headers=["phys", "order", "count", "size"]))
+                if len(shown) < len(ms):
+                    out.append(f"... {len(ms) - len(shown)} more")
+            else:
+                out.append("none")
+    for n in doc.get("notes", []):
+        out.append(f"note: {n}")
+    for p in doc["problems"]:
+        out.append(f"problem: {p}")
+    return "\n".join(out)
+
+
+def check_text(res) -> str:
+    lines = [f"{v.name}: {v.detail}" for v in res.views]
+    if res.ok:
+        lines.append("OK: " + " == ".join(v.name for v in res.views)
+                     + f" ({sum(r[2] for r in res.views[0].runs)} blocks)")
+    else:
+        lines.append(f"DIFFER: {len(res.differences)} difference(s)")
+        lines += [f"  {d}" for d in res.differences]
+    lines += [f"note: {n}" for n in res.notes]
+    return "\n".join(lines)
+
+
+# -- commands -------------------------------------------------------------
+
+def cmd_status(args) -> int:
+    from ..walk.views import status_view
+    doc = status_view(_program(args))
+    _emit(args, doc, status_text(doc))
+    return 0
+
+
+def cmd_tracker(args) -> int:
+    from ..walk.views import tracker_view
+    doc = tracker_view(_program(args))
+    _emit(args, doc, tracker_text(doc, args.limit))
+    return 0
+
+
+def cmd_incoming(args) -> int:
+    from ..walk.views import incoming_view
+    doc = incoming_view(_program(args), markers=not args.no_markers,
+                        max_pages=args.scan_limit or None)
+    _emit(args, doc, incoming_text(doc, args.limit))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from ..check import compare_views
+    views = [v.strip() for v in args.views.split(",") if v.strip()]
+    res = compare_views(_program(args), views)
+    _emit(args, res.as_json(), check_text(res))
+    return 0 if res.ok else 1
+
+
+def register(sub) -> None:
+    """Add status, tracker, incoming and check to *sub* (subparsers)."""
+    from . import add_source_options
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("status", help="one screen of KHO state (needs DWARF)",
+                       formatter_class=raw, epilog=STATUS_EPILOG)
+    add_source_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tracker", help="walk the kernel's outgoing tracker "
+                       "(needs DWARF)", formatter_class=raw,
+                       epilog=TRACKER_EPILOG)
+    add_source_options(p)
+    p.add_argument("--limit", type=int, default=40,
+                   help="ranges to list (0: all; default 40)")
+    p.set_defaults(func=cmd_tracker)
+
+    p = sub.add_parser("incoming", help="what the previous kernel handed "
+                       "over, as this kernel holds it (needs DWARF)",
+                       formatter_class=raw, epilog=INCOMING_EPILOG)
+    add_source_options(p)
+    p.add_argument("--no-markers", action="store_true",
+                   help="skip the scan for preserved head pages")
+    p.add_argument("--scan-limit", type=int, default=1 << 24,
+                   metavar="PAGES", help="struct pages to examine at most "
+                   "when memblock is gone (default 16M = 64 GiB of RAM; "
+                   "0: no limit)")
+    p.add_argument("--limit", type=int, default=40,
+                   help="marker ranges to list (0: all; default 40)")
+    p.set_defaults(func=cmd_incoming)
+
+    p = sub.add_parser("check", help="cross-check views of the outgoing "
+                       "state (exit 1 when they differ)", formatter_class=raw,
+                       epilog=CHECK_EPILOG)
+    add_source_options(p)
+    p.add_argument("--views", default="tracker,map",
+                   help="comma-separated views to compare (default and "
+                        "currently only: tracker,map)")
+    p.set_defaults(func=cmd_check)
+
+
+__all__ = ["register", "status_text", "tracker_text", "incoming_text",
+           "check_text", "debug_program", "report"]
