@@ -1,0 +1,246 @@
+"""The incoming side, in a kernel booted through a KHO kexec.
+
+What survives boot (shared/kho-abi.md 2.4, 3.5, 5.2):
+
+* ``kho_in`` (see :func:`kho_inspect.walk.state.incoming_state`) and the
+  root FDT it points to, with the client sub-nodes;
+* for every preserved block, a memblock reservation and a marker in the head
+  page's ``page->private``: ``KHO_PAGE_MAGIC << 32 | order`` from 6.18
+  (``union kho_page_info``), the bare order in 6.16/6.17. A successful
+  ``kho_restore_*`` clears it (6.18+), so the markers still present are the
+  preserved-and-not-yet-restored blocks.
+
+What does not survive: the incoming map itself (kho-v1 chunks and bitmaps,
+radix nodes) is free memory once the page allocator is up, and 7.3's
+``kho_in.radix_tree.root`` is a dangling pointer. Nothing here decodes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import drgn
+from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
+
+from ..abi.common import KHO_PAGE_MAGIC, MAX_REPRESENTABLE_ORDER, PAGE_SHIFT
+from ..errors import KhoError
+from ..ranges import Run
+from ._read import reading
+
+#: Pages per memmap read: one 128 MiB section of struct pages (2 MiB).
+CHUNK_PAGES = 1 << 15
+#: Default bound on the pages examined by a full memmap scan (64 GiB of RAM).
+DEFAULT_SCAN_PAGES = 1 << 24
+
+_MAGIC = struct.pack("<I", KHO_PAGE_MAGIC)
+
+
+@dataclasses.dataclass
+class MarkerScan:
+    """Head pages found carrying a KHO marker, and what was examined.
+
+    ``markers`` is None when this kernel's markers cannot be told apart from
+    other uses of ``page->private`` (see ``note``).
+    """
+
+    markers: list[Run] | None
+    source: str                  # which pfn ranges were examined
+    magic: bool                  # 6.18+: markers carry KHO_PAGE_MAGIC
+    ranges: int = 0              # pfn ranges examined
+    pages: int = 0               # struct pages examined
+    unreadable: list[tuple[int, int]] = dataclasses.field(
+        default_factory=list)    # (start_pfn, end_pfn) that faulted
+    truncated_at_pfn: int | None = None   # scan bound reached here
+    note: str = ""
+
+    def as_json(self) -> dict:
+        return {"markers": None if self.markers is None else
+                [r.as_json() for r in self.markers],
+                "source": self.source, "magic": self.magic,
+                "ranges": self.ranges, "pages": self.pages,
+                "unreadable": [{"start_pfn": s, "end_pfn": e}
+                               for s, e in self.unreadable],
+                "truncated_at_pfn": self.truncated_at_pfn,
+                "note": self.note}
+
+
+def has_page_magic(prog: drgn.Program) -> bool:
+    """True if preserved head pages carry ``KHO_PAGE_MAGIC`` (the kernel has
+    ``union kho_page_info``, 6.18+)."""
+    try:
+        prog.type("union kho_page_info")
+        return True
+    except LookupError:
+        return False
+
+
+def memblock_reserved(prog: drgn.Program) -> list[tuple[int, int]] | None:
+    """``memblock.reserved`` as (base, size) pairs, or None when it is not
+    trustworthy after boot: ``memblock`` lives in the init sections (freed
+    after boot without ``CONFIG_ARCH_KEEP_MEMBLOCK`` or memory hotplug), or
+    ``memblock_discard()`` freed a grown regions array.
+    """
+    try:
+        mb = prog["memblock"]
+    except KeyError:
+        return None
+    addr = mb.address_
+    try:
+        lo = prog.symbol("__init_begin").address
+        hi = prog.symbol("__init_end").address
+        if lo <= addr < hi:
+            return None
+    except LookupError:
+        pass
+    with reading(prog, "memblock.reserved"):
+        rtype = mb.reserved
+        regions = rtype.regions.value_()
+        try:
+            prog.symbol("memblock_discard")
+        except LookupError:
+            pass          # kept memblock: memblock_discard is an empty inline
+        else:
+            try:
+                init = prog["memblock_reserved_init_regions"].address_
+            except KeyError:
+                return None
+            if regions != init:
+                return None
+        cnt = rtype.cnt.value_()
+        if cnt > rtype.max.value_():
+            return None
+        rsize = drgn.sizeof(prog.type("struct memblock_region"))
+        data = prog.read(regions, cnt * rsize)
+    out = []
+    for i in range(cnt):
+        base, size = struct.unpack_from("<QQ", data, i * rsize)
+        out.append((base, size))
+    return out
+
+
+def _page_layout(prog: drgn.Program) -> tuple[int, int]:
+    try:
+        return prog.cache["kho_inspect_page_layout"]
+    except KeyError:
+        pass
+    t = prog.type("struct page")
+    lay = (drgn.sizeof(t), drgn.offsetof(t, "private"))
+    prog.cache["kho_inspect_page_layout"] = lay
+    return lay
+
+
+def _chunks(start: int, end: int):
+    """Split [start, end) at CHUNK_PAGES boundaries (memmap is contiguous
+    inside a section even without SPARSEMEM_VMEMMAP)."""
+    while start < end:
+        stop = min(end, (start // CHUNK_PAGES + 1) * CHUNK_PAGES)
+        yield start, stop
+        start = stop
+
+
+def scan_markers(prog: drgn.Program, pfn_ranges, source: str, *,
+                 magic: bool, max_pages: int | None = None) -> MarkerScan:
+    """Examine ``page->private`` of every struct page in *pfn_ranges*
+    (``(start_pfn, end_pfn)`` pairs), reading the memmap a section at a time.
+
+    With *magic* (6.18+) a page is a marker if the high 32 bits are
+    ``KHO_PAGE_MAGIC``; without it (6.16/6.17) any non-zero private that is a
+    plausible order and aligns the pfn counts, which only makes sense inside
+    memblock reservations.
+
+    :returns: a :class:`MarkerScan`; unreadable memmap chunks are listed,
+        never taken as empty.
+    """
+    psize, poff = _page_layout(prog)
+    scan = MarkerScan([], source, magic)
+    markers = scan.markers
+    for start, end in pfn_ranges:
+        scan.ranges += 1
+        for s, e in _chunks(start, end):
+            if max_pages is not None and scan.pages >= max_pages:
+                scan.truncated_at_pfn = s
+                return scan
+            n = e - s
+            try:
+                base = pfn_to_page(prog, s).value_()
+                data = prog.read(base, n * psize)
+            except drgn.FaultError:
+                if scan.unreadable and scan.unreadable[-1][1] == s:
+                    scan.unreadable[-1] = (scan.unreadable[-1][0], e)
+                else:
+                    scan.unreadable.append((s, e))
+                continue
+            scan.pages += n
+            if magic:
+                _find_magic(data, s, psize, poff, markers)
+            else:
+                _find_orders(data, s, psize, poff, markers)
+    return scan
+
+
+def _find_magic(data: bytes, pfn0: int, psize: int, poff: int,
+                out: list) -> None:
+    at = poff + 4
+    pos = data.find(_MAGIC)
+    while pos >= 0:
+        idx, rem = divmod(pos - at, psize)
+        if rem == 0 and idx >= 0:
+            order = int.from_bytes(data[pos - 4:pos], "little")
+            out.append(Run((pfn0 + idx) << PAGE_SHIFT, order, 1))
+        pos = data.find(_MAGIC, pos + 1)
+
+
+def _find_orders(data: bytes, pfn0: int, psize: int, poff: int,
+                 out: list) -> None:
+    privs = memoryview(data).cast("Q")[poff // 8::psize // 8]
+    for i, v in enumerate(privs):
+        if v and v <= MAX_REPRESENTABLE_ORDER and \
+                not (pfn0 + i) & ((1 << v) - 1):
+            out.append(Run((pfn0 + i) << PAGE_SHIFT, v, 1))
+
+
+def preserved_markers(prog: drgn.Program, *,
+                      max_pages: int | None = DEFAULT_SCAN_PAGES
+                      ) -> MarkerScan:
+    """Find preserved, not yet restored head pages by their marker.
+
+    Scans the struct pages of ``memblock.reserved`` when memblock survives
+    boot, else (6.18+ only) the memmap of every valid pfn, at most
+    *max_pages* pages.
+
+    :returns: a :class:`MarkerScan` saying what was examined; ``markers`` is
+        None on 6.16/6.17 without memblock (bare orders are ambiguous).
+
+    >>> s = preserved_markers(prog)
+    >>> s.source, len(s.markers)
+    ('memmap of every valid pfn', 3)
+    """
+    magic = has_page_magic(prog)
+    reserved = memblock_reserved(prog)
+    if reserved is not None:
+        ranges = [(b >> PAGE_SHIFT, (b + s + (1 << PAGE_SHIFT) - 1)
+                   >> PAGE_SHIFT) for b, s in reserved if s]
+        return scan_markers(prog, ranges,
+                            f"memblock.reserved ({len(ranges)} regions)",
+                            magic=magic, max_pages=max_pages)
+    why = ("memblock.reserved does not survive boot on this kernel (no "
+           "CONFIG_ARCH_KEEP_MEMBLOCK)")
+    if not magic:
+        return MarkerScan(None, "nothing", False, note=(
+            f"{why}, and this kernel marks preserved head pages with the "
+            "bare order (no KHO_PAGE_MAGIC before 6.18), which other pages "
+            "carry in page->private too: markers cannot be enumerated"))
+    with reading(prog, "mem_section (valid pfn ranges)"):
+        ranges = [(s, e) for s, e, _ in for_each_valid_page_range(prog)]
+    scan = scan_markers(prog, ranges, "memmap of every valid pfn",
+                        magic=True, max_pages=max_pages)
+    scan.note = why + "; scanned the memmap instead"
+    return scan
+
+
+def check_incoming_boot(prog: drgn.Program, fdt_phys: int) -> None:
+    """Raise a KhoError when this kernel was not KHO-booted."""
+    if not fdt_phys:
+        raise KhoError("kho_in.fdt_phys is 0: this kernel was not booted "
+                       "through a KHO kexec (nothing incoming)")

@@ -1,0 +1,244 @@
+"""The outgoing tracker: what the running kernel will hand over.
+
+Two in-kernel representations, told apart by probing ``struct kho_out``:
+
+* kho-v1 xarrays (6.16-7.0): ``kho_out.ser.track`` (6.16-6.18, inside
+  ``struct kho_serialization``) or ``kho_out.track`` (6.19/7.0, after
+  "kho: drop notifiers"), a ``struct kho_mem_track``: ``orders`` xarray
+  (index = order) -> ``struct kho_mem_phys`` -> ``phys_bits`` xarray
+  (index = i) -> ``struct kho_mem_phys_bits`` bitmap of
+  ``sizeof(struct kho_mem_phys_bits) * 8`` bits; bit *b* preserves
+  pfn ``(i * bits + b) << order``.
+* the radix tree (7.1+, "kho: adopt radix tree for preserved memory
+  tracking"): ``kho_out.radix_tree.root``, a ``struct kho_radix_node``;
+  the tree is also the handed-over map (see :mod:`kho_inspect.abi.radix`).
+
+Every bitmap and every radix node is read with one ``prog.read`` and decoded
+with :func:`kho_inspect.bits.runs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from itertools import repeat
+from operator import add, lshift
+
+import drgn
+from drgn import cast
+from drgn.helpers.linux.xarray import xa_for_each
+
+from .. import bits
+from ..abi import radix
+from ..abi.common import MAX_REPRESENTABLE_ORDER, PAGE_SHIFT
+from ..errors import KhoError
+from ..ranges import Run
+from ._read import direct_map_base, read, reading
+from .fdt import is_finalized, kho_out
+
+#: Layout names, as reported.
+XARRAY = "xarray"
+RADIX = "radix"
+
+_TABLE = struct.Struct(f"<{radix.TABLE_ENTRIES}Q")
+
+
+@dataclasses.dataclass
+class Tracker:
+    """The outgoing tracker as walked.
+
+    ``runs`` are not coalesced (plain ``(phys, order, count)`` tuples or
+    :class:`~kho_inspect.ranges.Run`, which compare equal). ``pages`` lists the (address, size, kind) of
+    every bitmap or node read (kernel virtual addresses), ``zero_pages`` how
+    many of them read as all zero (legitimate after unpreserve, since nodes
+    and bitmaps are never freed; suspicious in a dump that zero-fills
+    filtered pages).
+    """
+
+    layout: str                 # XARRAY or RADIX
+    expression: str             # the C expression walked
+    bitmap_bytes: int | None    # kho-v1 only: sizeof(struct kho_mem_phys_bits)
+    runs: list[Run]
+    pages: list[tuple[int, int, str]]
+    zero_pages: int = 0
+    finalized: bool | None = None
+    root_phys: int | None = None  # radix: virt_to_phys(root)
+
+
+def tracker_layout(prog: drgn.Program) -> tuple[str, drgn.Object, str]:
+    """Find the tracker of this kernel.
+
+    :returns: ``(layout, object, expression)``: for :data:`RADIX` the
+        ``struct kho_radix_node *`` root, for :data:`XARRAY` the
+        ``struct kho_mem_track`` object.
+
+    >>> tracker_layout(prog)[0]
+    'radix'
+    """
+    out = kho_out(prog)
+    try:
+        return RADIX, out.radix_tree.root, "kho_out.radix_tree.root"
+    except AttributeError:
+        pass
+    try:
+        return XARRAY, out.track, "kho_out.track"
+    except AttributeError:
+        pass
+    try:
+        return XARRAY, out.ser.track, "kho_out.ser.track"
+    except AttributeError:
+        raise KhoError("struct kho_out has none of radix_tree, track or "
+                       "ser.track: a KHO layout kho_inspect does not know") \
+            from None
+
+
+def _sizeof(prog: drgn.Program, name: str) -> int:
+    key = f"kho_inspect_sizeof {name}"
+    try:
+        return prog.cache[key]
+    except KeyError:
+        pass
+    try:
+        n = drgn.sizeof(prog.type(name))
+    except LookupError:
+        raise KhoError(f"the debug info has no '{name}' although kho_out "
+                       "uses it") from None
+    prog.cache[key] = n
+    return n
+
+
+def walk_xarray_tracker(prog: drgn.Program, track: drgn.Object,
+                        expression: str = "track") -> Tracker:
+    """Walk a kho-v1 ``struct kho_mem_track``.
+
+    :returns: a :class:`Tracker` whose runs come from every set bit.
+    """
+    nbytes = _sizeof(prog, "struct kho_mem_phys_bits")
+    nbits = nbytes * 8
+    physxa_type = prog.type("struct kho_mem_phys *")
+    runs: list[Run] = []
+    pages: list[tuple[int, int, str]] = []
+    zero = 0
+    with reading(prog, f"the xarray {expression}.orders"):
+        orders = list(xa_for_each(track.orders.address_of_()))
+    for order, entry in orders:
+        if order > MAX_REPRESENTABLE_ORDER:
+            raise KhoError(f"{expression}.orders has index {order}: a block "
+                           f"of 4096 << {order} bytes does not fit in 64 bits")
+        physxa = cast(physxa_type, entry)
+        with reading(prog, f"the phys_bits xarray of order {order}"):
+            elems = [(i, e.value_()) for i, e in
+                     xa_for_each(physxa.phys_bits.address_of_())]
+        shift = PAGE_SHIFT + order
+        for i, addr in elems:
+            data = read(prog, addr, nbytes, f"struct kho_mem_phys_bits "
+                        f"#{i} of order {order}")
+            pages.append((addr, nbytes, "bitmap"))
+            starts, lens = bits.runs(data)
+            if not starts:
+                zero += 1
+                continue
+            base = (i * nbits) << shift
+            runs.extend(zip(map(add, repeat(base),
+                                map(lshift, starts, repeat(shift))),
+                            repeat(order), lens))
+    return Tracker(XARRAY, expression, nbytes, runs, pages, zero)
+
+
+def walk_radix_tree(prog: drgn.Program, root: drgn.Object,
+                    expression: str = "root") -> Tracker:
+    """Walk a ``struct kho_radix_node *`` tree (levels 5..1 tables of
+    physical addresses, level 0 leaf bitmaps), one ``prog.read`` per node.
+
+    :returns: a :class:`Tracker` whose runs come from every leaf bit.
+    :raises KhoError: on a node reachable twice, a root entry that needs
+        a key wider than 53 bits, or a node that cannot be read.
+    """
+    node_size = _sizeof(prog, "struct kho_radix_node")
+    if node_size != radix.NODE_SIZE:
+        raise KhoError(f"sizeof(struct kho_radix_node) is {node_size}, but "
+                       f"the kho-v2+ ABI has {radix.NODE_SIZE}-byte nodes")
+    with reading(prog, expression):
+        root_addr = root.value_()
+    if not root_addr:
+        raise KhoError(f"{expression} is NULL: KHO was not initialised "
+                       "(boot with kho=on)")
+    dm = direct_map_base(prog)
+    runs: list[Run] = []
+    pages: list[tuple[int, int, str]] = []
+    zero = 0
+    seen: set[int] = set()
+    # (virtual address, level, key prefix, path)
+    stack = [(root_addr, radix.ROOT_LEVEL, 0, "")]
+    while stack:
+        addr, level, prefix, path = stack.pop()
+        kind = "radix-leaf" if level == 0 else "radix-table"
+        what = f"{kind} {path or 'root'}"
+        if addr in seen:
+            raise KhoError(f"{what} at 0x{addr:x}: node reached twice")
+        seen.add(addr)
+        data = read(prog, addr, radix.NODE_SIZE, f"{what} of {expression}")
+        pages.append((addr, radix.NODE_SIZE, kind))
+        if level == 0:
+            if not _radix_leaf(data, prefix, what, runs):
+                zero += 1
+            continue
+        table = _TABLE.unpack(data)
+        if not any(table):
+            zero += level != radix.ROOT_LEVEL
+            continue
+        shift = radix.level_shift(level)
+        for i in range(radix.TABLE_ENTRIES - 1, -1, -1):
+            child = table[i]
+            if not child:
+                continue
+            if level == radix.ROOT_LEVEL and i >= radix.ROOT_MAX_INDEX:
+                raise KhoError(f"{what}: entry {i} is set, but keys are "
+                               f"{radix.KEY_WIDTH} bits wide")
+            stack.append((dm + child, level - 1, prefix | (i << shift),
+                          f"{path}/{i}" if path else str(i)))
+    return Tracker(RADIX, expression, None, runs, pages, zero,
+                   root_phys=root_addr - dm)
+
+
+def _radix_leaf(data: bytes, prefix: int, what: str, runs: list) -> bool:
+    """Append the runs of one leaf; False if it is empty."""
+    if prefix == 0:
+        # The order bit lies inside the leaf (orders >= 38): one order per bit.
+        keys = bits.set_bits(data)
+        for key in keys:
+            if key == 0:
+                raise KhoError(f"{what}: bit 0 set; key 0 encodes no block")
+            phys, order = radix.decode_key(key)
+            if order > MAX_REPRESENTABLE_ORDER:
+                raise KhoError(f"{what}: bit {key} encodes order {order}, "
+                               "beyond 64-bit addresses")
+            runs.append(Run(phys, order, 1))
+        return bool(keys)
+    starts, lens = bits.runs(data)
+    if not starts:
+        return False
+    base, order = radix.decode_key(prefix)
+    shift = PAGE_SHIFT + order
+    runs.extend(zip(map(add, repeat(base), map(lshift, starts, repeat(shift))),
+                    repeat(order), lens))
+    return True
+
+
+def outgoing_tracker(prog: drgn.Program) -> Tracker:
+    """Walk the running kernel's outgoing tracker, whatever its layout.
+
+    :returns: a :class:`Tracker` with the preserved runs (uncoalesced), the
+        bitmap size (kho-v1) and the finalize state (None on 7.1+).
+
+    >>> t = outgoing_tracker(prog)
+    >>> t.layout, len(t.runs)
+    ('radix', 12)
+    """
+    layout, obj, expr = tracker_layout(prog)
+    if layout == RADIX:
+        t = walk_radix_tree(prog, obj, expr)
+    else:
+        t = walk_xarray_tracker(prog, obj, expr)
+    t.finalized = is_finalized(prog)
+    return t

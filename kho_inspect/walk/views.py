@@ -1,0 +1,175 @@
+"""Whole views built from the walker helpers: what ``kho-inspect status``,
+``tracker`` and ``incoming`` (and the drgn scripts) print.
+
+Each returns a JSON-friendly dict; :mod:`kho_inspect.cli.walker` renders it.
+"""
+
+from __future__ import annotations
+
+import drgn
+
+from ..decode import decode_handover, read_fdt_at
+from ..errors import KhoError
+from ..memory import PhysMemory, kernel_release
+from ..ranges import coalesce, totals_by_order
+from ._read import source_name
+from .fdt import outgoing_fdt_phys
+from .incoming import DEFAULT_SCAN_PAGES, preserved_markers
+from .state import (incoming_state, kexec_image_kho, kho_enabled,
+                    scratch_areas)
+from .tracker import RADIX, outgoing_tracker
+
+#: Largest root FDT read (the kernel's is one page).
+MAX_FDT = 1 << 20
+
+
+def _mem(prog: drgn.Program) -> PhysMemory:
+    return PhysMemory(prog, source_name(prog))
+
+
+def outgoing_handover(prog: drgn.Program, *, with_map: bool = False,
+                      bitmap_bytes: int | None = None):
+    """Decode the outgoing root FDT (``kho_out.fdt`` / ``kho_out.ser.fdt``)
+    with the reference decoder.
+
+    :returns: ``(Handover, fdt_phys)``.
+    :raises KhoError: if the FDT is not valid (6.16-6.18 build it only at
+        finalize) or cannot be read.
+    """
+    phys = outgoing_fdt_phys(prog)
+    mem = _mem(prog)
+    blob = read_fdt_at(mem, phys, "outgoing root FDT", MAX_FDT)
+    return decode_handover(blob, mem, fdt_phys=phys, bitmap_bytes=bitmap_bytes,
+                           bitmap_source="DWARF sizeof(struct "
+                           "kho_mem_phys_bits)", with_map=with_map), phys
+
+
+def tracker_view(prog: drgn.Program) -> dict:
+    """The outgoing tracker in the schema of ``kho-inspect map --json``:
+    ``generation``, ``bitmap_bytes``, ``ranges`` (coalesced), ``totals``,
+    plus the walker's own ``layout``, ``expression``, ``finalized`` and the
+    pages it read."""
+    t = outgoing_tracker(prog)
+    runs = coalesce(t.runs)
+    gen = None
+    try:
+        h, _ = outgoing_handover(prog)
+        gen = h.generation
+    except KhoError:
+        gen = "kho-v1" if t.layout != RADIX else None
+    return {"generation": gen, "bitmap_bytes": t.bitmap_bytes,
+            "bitmap_source": ("DWARF sizeof(struct kho_mem_phys_bits)"
+                              if t.bitmap_bytes else None),
+            "map_phys": t.root_phys, "state": _state(t),
+            "fdt_source": "kho_out (DWARF)",
+            "release": kernel_release(prog),
+            "ranges": [r.as_json() for r in runs],
+            "totals": {str(o): v for o, v in totals_by_order(runs).items()},
+            "map_pages": [{"phys": None, "virt": a, "size": s, "kind": k}
+                          for a, s, k in t.pages],
+            "layout": t.layout, "expression": t.expression,
+            "finalized": t.finalized, "zero_pages": t.zero_pages,
+            "source": source_name(prog)}
+
+
+def _state(t) -> str:
+    if t.finalized is None:
+        return "ok"
+    return "finalized" if t.finalized else "not-finalized"
+
+
+def status_view(prog: drgn.Program) -> dict:
+    """One screen of KHO state: enabled, finalized, preserved totals by
+    order, client sub-nodes, scratch areas, the loaded kexec image's KHO
+    fields, and whether this kernel itself was KHO-booted. Parts that cannot
+    be read are reported under ``problems`` rather than hiding the rest."""
+    doc: dict = {"release": kernel_release(prog), "source": source_name(prog),
+                 "problems": []}
+    probs = doc["problems"]
+    doc["enabled"] = kho_enabled(prog)     # KhoError here: no KHO at all
+    try:
+        t = outgoing_tracker(prog)
+        runs = coalesce(t.runs)
+        doc["tracker"] = {
+            "layout": t.layout, "expression": t.expression,
+            "bitmap_bytes": t.bitmap_bytes, "finalized": t.finalized,
+            "ranges": len(runs),
+            "totals": {str(o): v for o, v in totals_by_order(runs).items()}}
+    except KhoError as e:
+        doc["tracker"] = None
+        probs.append(f"tracker: {e}")
+    doc["fdt"] = None
+    try:
+        h, phys = outgoing_handover(prog)
+        doc["fdt"] = {"phys": phys, "generation": h.generation,
+                      "size": h.fdt_size,
+                      "subnodes": [s.as_json() for s in h.subnodes]}
+    except KhoError as e:
+        tr = doc.get("tracker")
+        if tr and tr["finalized"] is False and tr["expression"].startswith(
+                "kho_out.ser"):
+            probs.append("outgoing FDT: not built yet (6.16-6.18 build it "
+                         "at finalize)")
+        else:
+            probs.append(f"outgoing FDT: {e}")
+    try:
+        doc["scratch"] = [a.as_json() for a in scratch_areas(prog)]
+    except KhoError as e:
+        doc["scratch"] = None
+        probs.append(f"scratch: {e}")
+    try:
+        doc["kexec_image"] = kexec_image_kho(prog)
+    except KhoError as e:
+        doc["kexec_image"] = None
+        probs.append(f"kexec image: {e}")
+    try:
+        doc["incoming"] = incoming_state(prog).as_json()
+    except KhoError as e:
+        doc["incoming"] = None
+        probs.append(f"incoming: {e}")
+    return doc
+
+
+def incoming_view(prog: drgn.Program, *,
+                  max_pages: int | None = DEFAULT_SCAN_PAGES,
+                  markers: bool = True) -> dict:
+    """The incoming side: ``kho_in``, the sub-nodes of the incoming FDT
+    (reference decoder, map not decoded), and the preserved head pages
+    still carrying their marker.
+
+    :raises KhoError: if this kernel was not booted through a KHO kexec.
+    """
+    st = incoming_state(prog)
+    if not st.kho_boot:
+        raise KhoError("kho_in.fdt_phys is 0: this kernel was not booted "
+                       "through a KHO kexec (nothing incoming)")
+    doc: dict = {"release": kernel_release(prog), "source": source_name(prog),
+                 "kho_in": st.as_json(), "problems": []}
+    notes = ["the incoming map's own pages (kho-v1 chunks and bitmaps, radix "
+             "nodes) are free memory since boot and are not decoded"]
+    if st.mem_map_phys:
+        notes[0] += f" (kho_in.mem_map_phys 0x{st.mem_map_phys:x})"
+    if st.has_radix_tree:
+        notes.append("kho_in.radix_tree.root points to freed memory after "
+                     "boot and is not walked")
+    doc["notes"] = notes
+    mem = _mem(prog)
+    try:
+        blob = read_fdt_at(mem, st.fdt_phys, "incoming root FDT", MAX_FDT)
+        h = decode_handover(blob, mem, fdt_phys=st.fdt_phys, with_map=False)
+        doc["fdt"] = {"phys": st.fdt_phys, "generation": h.generation,
+                      "size": h.fdt_size,
+                      "subnodes": [s.as_json() for s in h.subnodes]}
+    except KhoError as e:
+        doc["fdt"] = None
+        doc["problems"].append(f"incoming FDT: {e}")
+    if markers:
+        scan = preserved_markers(prog, max_pages=max_pages)
+        doc["scan"] = scan.as_json()
+        runs = coalesce(scan.markers) if scan.markers is not None else None
+        doc["scan"]["markers"] = (None if runs is None else
+                                  [r.as_json() for r in runs])
+        doc["scan"]["totals"] = (None if runs is None else
+                                 {str(o): v for o, v in
+                                  totals_by_order(runs).items()})
+    return doc
