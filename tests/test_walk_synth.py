@@ -1,0 +1,240 @@
+"""The walker against real kernels' DWARF over hand-made memory.
+
+For every vmlinux in the vmtest build cache (skipped, loudly, when there is
+none): the tracker of that generation is built by hand from known blocks,
+walked with the walker, and cross-checked against the reference decoder.
+"""
+
+import struct
+
+import drgn
+import pytest
+
+from conftest import run_dtc
+from helpers import kho_dts
+from walk_synth import PAGE_OFFSET, SynthKernel, built_kernels
+
+from kho_inspect.abi.common import KHO_PAGE_MAGIC
+from kho_inspect.check import compare_views
+from kho_inspect.errors import KhoError
+from kho_inspect.ranges import coalesce
+from kho_inspect.walk import incoming as inc
+from kho_inspect.walk.state import (incoming_state, kexec_image_kho,
+                                    kho_enabled, scratch_areas)
+from kho_inspect.walk.tracker import outgoing_tracker, tracker_layout
+from kho_inspect.walk.views import status_view, tracker_view
+
+KERNELS = built_kernels()
+if not KERNELS:
+    pytest.skip("no built kernel in the vmtest cache (~/.cache/kho-inspect/"
+                "kernels/*/done): walker DWARF tests skipped",
+                allow_module_level=True)
+
+BLOCKS = [(0x20000000, 0), (0x20001000, 0), (0x20002000, 0),
+          (0x20200000, 9), (0x20400000, 10), (0x40000000, 18),
+          (0x21000000, 3)]
+
+
+@pytest.fixture(params=sorted(KERNELS), scope="module")
+def release(request):
+    return request.param
+
+
+@pytest.fixture
+def kernel(release, tmp_path):
+    return SynthKernel(KERNELS[release], str(tmp_path), release)
+
+
+def _generation(k):
+    m = k.tracker_member()
+    if m != "radix_tree.root":
+        return "kho-v1"
+    try:
+        k.prog.type("struct kho_block_header_ser")
+        return "kho-v4"
+    except LookupError:
+        return "kho-v3"
+
+
+def _map_phys(k):
+    """Serialize the tracker as the FDT map: radix = the tracker itself;
+    kho-v1 = a chunk list built from the same blocks."""
+    from helpers import encode_v1
+    if k.tracker_member() == "radix_tree.root":
+        return k.prog["kho_out"].radix_tree.root.value_() - PAGE_OFFSET
+    nbytes = drgn.sizeof(k.prog.type("struct kho_mem_phys_bits"))
+    segs, mphys = encode_v1(BLOCKS, nbytes, base=0x70000000)
+    for phys, data in segs:
+        k.write_phys(phys, data)
+    return mphys
+
+
+def test_layout_probe(kernel):
+    layout, _, expr = tracker_layout(kernel.prog)
+    assert expr == "kho_out." + kernel.tracker_member().replace(".root",
+                                                                ".root")
+
+
+def test_tracker_walk(kernel):
+    kernel.preserve(BLOCKS)
+    t = outgoing_tracker(kernel.prog)
+    assert coalesce(t.runs) == coalesce([(p, o, 1) for p, o in BLOCKS])
+    if t.layout == "xarray":
+        assert t.bitmap_bytes == drgn.sizeof(
+            kernel.prog.type("struct kho_mem_phys_bits"))
+        assert all(k == "bitmap" for _, _, k in t.pages)
+
+
+def test_check_agrees_with_decoder(kernel, dtc):
+    kernel.preserve(BLOCKS)
+    kernel.set_finalized(True) if _generation(kernel) == "kho-v1" else None
+    blob = run_dtc(dtc, kho_dts(_generation(kernel), _map_phys(kernel)))
+    kernel.set_fdt(blob)
+    res = compare_views(kernel.prog, ["tracker", "map"])
+    assert res.ok, [str(d) for d in res.differences]
+    doc = tracker_view(kernel.prog)
+    assert doc["generation"] == _generation(kernel)
+    assert {(r["phys"], r["order"]) for r in doc["ranges"]} >= {
+        (0x20000000, 0), (0x40000000, 18)}
+
+
+def test_check_reports_differences(kernel, dtc):
+    kernel.preserve(BLOCKS)
+    gen = _generation(kernel)
+    if gen == "kho-v1":
+        kernel.set_finalized(True)
+        from helpers import encode_v1
+        nbytes = drgn.sizeof(kernel.prog.type("struct kho_mem_phys_bits"))
+        segs, mphys = encode_v1(BLOCKS[1:] + [(0x30000000, 1)], nbytes,
+                                base=0x70000000)
+        for phys, data in segs:
+            kernel.write_phys(phys, data)
+    else:
+        mphys = kernel.radix_tree(BLOCKS[1:] + [(0x30000000, 1)])
+    kernel.set_fdt(run_dtc(dtc, kho_dts(gen, mphys)))
+    res = compare_views(kernel.prog, ["tracker", "map"])
+    got = {(d.only_in, d.run.phys, d.run.order, d.run.count)
+           for d in res.differences}
+    assert got == {("tracker", 0x20000000, 0, 1), ("map", 0x30000000, 1, 1)}
+
+
+def test_check_unfinalized_v1_is_refused(kernel, dtc):
+    if _generation(kernel) != "kho-v1":
+        pytest.skip("no finalize step in this generation")
+    kernel.preserve(BLOCKS)
+    kernel.set_finalized(False)
+    with pytest.raises(KhoError, match="not finalized"):
+        compare_views(kernel.prog, ["tracker", "map"])
+
+
+def test_unreadable_node_is_named(kernel):
+    kernel.preserve(BLOCKS)
+    t = outgoing_tracker(kernel.prog)
+    victim = t.pages[-1][0]
+    if victim >= PAGE_OFFSET:
+        del kernel.phys[(victim - PAGE_OFFSET) // 4096]
+    with pytest.raises(KhoError, match=r"cannot read .*(radix|bitmap|kho_mem"
+                                       r"|xarray).* at 0x"):
+        outgoing_tracker(kernel.prog)
+
+
+def test_null_radix_root(kernel):
+    if kernel.tracker_member() != "radix_tree.root":
+        pytest.skip("radix only")
+    with pytest.raises(KhoError, match="cannot read kho_out.radix_tree.root"):
+        outgoing_tracker(kernel.prog)        # kho_out not in the dump
+    kernel.zero("kho_out")
+    with pytest.raises(KhoError, match="NULL"):
+        outgoing_tracker(kernel.prog)
+
+
+def test_state(kernel):
+    kernel.set("kho_enable", b"\x01")
+    arr = kernel.alloc(struct.pack("<4Q", 0x1000000, 0x400000,
+                                   0x2000000, 0x800000))
+    kernel.set_u64("kho_scratch", kernel.virt(arr))
+    kernel.set("kho_scratch_cnt", struct.pack("<I", 2))
+    assert kho_enabled(kernel.prog) is True
+    areas = scratch_areas(kernel.prog)
+    assert [(a.addr, a.size, a.role) for a in areas] == [
+        (0x1000000, 0x400000, "lowmem"), (0x2000000, 0x800000, "global")]
+    kernel.zero("kexec_image")
+    assert kexec_image_kho(kernel.prog) is None
+
+
+def test_kexec_image_fields(kernel):
+    t = kernel.prog.type("struct kimage")
+    img = bytearray(drgn.sizeof(t))
+    seg_t = kernel.prog.type("struct kexec_segment")
+    seg = bytearray(drgn.sizeof(seg_t))
+    struct.pack_into("<Q", seg, drgn.offsetof(seg_t, "mem"), 0x5000000)
+    struct.pack_into("<Q", seg, drgn.offsetof(seg_t, "bufsz"), 64)
+    segp = kernel.alloc(bytes(seg))
+    struct.pack_into("<Q", img, drgn.offsetof(t, "kho.fdt"), 0x6000000)
+    struct.pack_into("<Q", img, drgn.offsetof(t, "kho.scratch"),
+                     kernel.virt(segp))
+    imgp = kernel.alloc(bytes(img), size=len(img))
+    kernel.set_u64("kexec_image", kernel.virt(imgp))
+    got = kexec_image_kho(kernel.prog)
+    assert got["fdt"] == 0x6000000
+    assert got["scratch"] == {"mem": 0x5000000, "bufsz": 64}
+
+
+def test_status_without_fdt_reports_problem(kernel):
+    kernel.set("kho_enable", b"\x01")
+    kernel.preserve(BLOCKS)
+    kernel.zero("kho_scratch")
+    kernel.zero("kho_scratch_cnt")
+    kernel.zero("kexec_image")
+    kernel.zero("kho_in")
+    doc = status_view(kernel.prog)
+    assert doc["enabled"] is True
+    assert doc["tracker"]["ranges"] >= 1
+    assert doc["fdt"] is None and any("FDT" in p for p in doc["problems"])
+    assert doc["incoming"]["kho_boot"] is False
+
+
+def test_incoming_state(kernel):
+    kernel.zero("kho_in")
+    kernel.set_u64("kho_in", 0x7000000, "fdt_phys")
+    st = incoming_state(kernel.prog)
+    assert st.kho_boot and st.fdt_phys == 0x7000000
+    try:
+        drgn.offsetof(kernel.prog.type("struct kho_in"), "previous_release")
+    except (LookupError, ValueError):
+        assert st.previous_release is None
+    else:
+        kernel.set("kho_in", b"6.99.1\0", "previous_release")
+        kernel.set("kho_in", struct.pack("<I", 3), "kexec_count")
+        st = incoming_state(kernel.prog)
+        assert (st.previous_release, st.kexec_count) == ("6.99.1", 3)
+
+
+def test_marker_scan(kernel):
+    magic = inc.has_page_magic(kernel.prog)
+    kernel.memmap(0x20000, 0x20000 + 3 * inc.CHUNK_PAGES)
+    if magic:
+        kernel.page_private(0x20000, KHO_PAGE_MAGIC << 32 | 0)
+        kernel.page_private(0x20200, KHO_PAGE_MAGIC << 32 | 9)
+        kernel.page_private(0x20300, 5)      # no magic: not a marker
+        want = [(0x20000000, 0, 1), (0x20200000, 9, 1)]
+    else:
+        kernel.page_private(0x20200, 9)
+        kernel.page_private(0x20301, 3)      # misaligned: not a marker
+        want = [(0x20200000, 9, 1)]
+    # a hole the dump filtered out
+    ranges = [(0x20000, 0x20000 + 3 * inc.CHUNK_PAGES),
+              (0x90000, 0x90000 + 16)]
+    scan = inc.scan_markers(kernel.prog, ranges, "test", magic=magic)
+    assert [tuple(r) for r in scan.markers] == want
+    assert scan.unreadable == [(0x90000, 0x90010)]
+    assert scan.pages == 3 * inc.CHUNK_PAGES
+    bounded = inc.scan_markers(kernel.prog, ranges, "test", magic=magic,
+                               max_pages=inc.CHUNK_PAGES)
+    assert bounded.truncated_at_pfn == 0x20000 + inc.CHUNK_PAGES
+
+
+def test_memblock_freed_after_boot_is_not_trusted(kernel):
+    # The vmtest kernels keep no memblock (x86 without memory hotplug or
+    # TDX): memblock lives in .init.data, freed after boot.
+    assert inc.memblock_reserved(kernel.prog) is None
