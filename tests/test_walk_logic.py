@@ -1,0 +1,199 @@
+"""Walker and check logic that needs no kernel: block diffs, marker
+detection in memmap bytes, radix leaves, and the one-line errors."""
+
+import struct
+
+import drgn
+import pytest
+
+from kho_inspect import cli
+from kho_inspect.abi import radix
+from kho_inspect.abi.common import KHO_PAGE_MAGIC
+from kho_inspect.check import compare_views, diff_runs
+from kho_inspect.cli import walker as cliw
+from kho_inspect.errors import KhoError
+from kho_inspect.ranges import Run
+from kho_inspect.walk import _read, incoming, state, tracker
+
+
+# -- check.blocks --------------------------------------------------------
+
+def test_diff_same_blocks_split_differently():
+    a = [Run(0x100000, 0, 4), Run(0x200000, 9, 1)]
+    b = [(0x102000, 0, 2), (0x100000, 0, 2), (0x200000, 9, 1)]
+    assert diff_runs(a, b) == []
+
+
+def test_diff_reports_phys_and_order():
+    a = [Run(0x100000, 0, 4), Run(0x200000, 9, 1)]
+    b = [Run(0x100000, 0, 2), Run(0x200000, 8, 2), Run(0x900000, 0, 1)]
+    got = [(d.only_in, d.run.phys, d.run.order, d.run.count)
+           for d in diff_runs(a, b, "tracker", "map")]
+    assert got == [("tracker", 0x102000, 0, 2), ("map", 0x200000, 8, 2),
+                   ("tracker", 0x200000, 9, 1), ("map", 0x900000, 0, 1)]
+    assert "phys 0x102000 order 0 (x2" in str(diff_runs(a, b, "tracker",
+                                                        "map")[0])
+
+
+def test_diff_duplicates_and_overlaps_are_sets():
+    a = [Run(0x100000, 0, 4), Run(0x101000, 0, 2)]
+    b = [Run(0x100000, 0, 4)]
+    assert diff_runs(a, b) == []
+
+
+def test_diff_huge_orders_without_expanding():
+    a = [Run(0, 0, 1 << 30)]                  # 4 TiB of order-0 blocks
+    b = [Run(0, 0, (1 << 30) - 1)]
+    (d,) = diff_runs(a, b, "a", "b")
+    assert (d.only_in, d.run.phys, d.run.count) == ("a", ((1 << 30) - 1)
+                                                    << 12, 1)
+
+
+# -- markers in memmap bytes ------------------------------------------------
+
+PSIZE, POFF = 64, 40
+
+
+def memmap(privs: dict, n: int = 64) -> bytes:
+    b = bytearray(PSIZE * n)
+    for i, v in privs.items():
+        struct.pack_into("<Q", b, i * PSIZE + POFF, v)
+    return bytes(b)
+
+
+def test_find_magic_only_at_private():
+    data = bytearray(memmap({3: KHO_PAGE_MAGIC << 32 | 2,
+                             8: KHO_PAGE_MAGIC << 32 | 0}))
+    # the magic bytes elsewhere in a struct page are not a marker
+    struct.pack_into("<I", data, 5 * PSIZE + 8, KHO_PAGE_MAGIC)
+    out = []
+    incoming._find_magic(bytes(data), 0x1000, PSIZE, POFF, out)
+    assert out == [Run(0x1003 << 12, 2, 1), Run(0x1008 << 12, 0, 1)]
+
+
+def test_find_orders_needs_alignment():
+    out = []
+    incoming._find_orders(memmap({4: 2, 6: 2, 9: 0, 16: 70}), 0x1000,
+                          PSIZE, POFF, out)
+    assert out == [Run(0x1004 << 12, 2, 1)]
+
+
+def test_chunks_split_at_sections():
+    n = incoming.CHUNK_PAGES
+    assert list(incoming._chunks(n - 2, 2 * n + 1)) == [
+        (n - 2, n), (n, 2 * n), (2 * n, 2 * n + 1)]
+
+
+# -- radix leaves ------------------------------------------------------------
+
+def _leaf(bits_):
+    x = 0
+    for b in bits_:
+        x |= 1 << b
+    return x.to_bytes(radix.NODE_SIZE, "little")
+
+
+def test_radix_leaf_runs():
+    key = radix.encode_key(0x40000000, 0)
+    prefix = key & ~(radix.LEAF_BITS - 1)
+    low = key & (radix.LEAF_BITS - 1)
+    runs = []
+    assert tracker._radix_leaf(_leaf([low, low + 1, low + 5]), prefix, "t",
+                               runs)
+    assert [tuple(r) for r in runs] == [(0x40000000, 0, 2),
+                                        (0x40005000, 0, 1)]
+
+
+def test_radix_leaf_zero_prefix_orders():
+    keys = [radix.encode_key(0, 40), radix.encode_key(1 << 52, 40)]
+    runs = []
+    tracker._radix_leaf(_leaf(keys), 0, "t", runs)
+    assert sorted(tuple(r) for r in runs) == [(0, 40, 1), (1 << 52, 40, 1)]
+    with pytest.raises(KhoError, match="key 0"):
+        tracker._radix_leaf(_leaf([0]), 0, "t", [])
+
+
+def test_radix_leaf_empty():
+    assert not tracker._radix_leaf(bytes(radix.NODE_SIZE), 1 << 52, "t", [])
+
+
+# -- one-line errors ----------------------------------------------------------
+
+def test_kernel_without_kho():
+    prog = drgn.Program()
+    for fn in (tracker.outgoing_tracker, state.kho_enabled,
+               state.scratch_areas, state.incoming_state):
+        with pytest.raises(KhoError, match="CONFIG_KEXEC_HANDOVER"):
+            fn(prog)
+
+
+def test_fault_message_names_what_and_dump_filtering():
+    from kho_inspect.memory import x86_64_platform
+    prog = drgn.Program(x86_64_platform())
+    e = drgn.FaultError("could not read memory", 0x1234000)
+    msg = _read.fault_message(prog, "radix-leaf 2/0/0/0/1", e)
+    assert "radix-leaf 2/0/0/0/1 at 0x1234000" in msg
+    assert "makedumpfile" in msg
+    with pytest.raises(KhoError, match="cannot read bitmap #3"):
+        _read.read(prog, 0x1234000, 8, "bitmap #3")
+
+
+def test_unknown_view():
+    with pytest.raises(KhoError, match="--views needs"):
+        compare_views(drgn.Program(), ["tracker", "tracer"])
+    with pytest.raises(KhoError, match="--views needs"):
+        compare_views(drgn.Program(), ["tracker"])
+
+
+def _run(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("cmd", ["status", "tracker", "incoming", "check"])
+def test_cli_not_root(monkeypatch, capsys, cmd):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    rc, out, err = _run(capsys, cmd)
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "needs root" in err
+
+
+def test_cli_no_kcore(monkeypatch, capsys):
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    real = __import__("os").path.exists
+    monkeypatch.setattr("os.path.exists",
+                        lambda p: False if p == "/proc/kcore" else real(p))
+    rc, _, err = _run(capsys, "status")
+    assert rc == 2 and "/proc/kcore" in err and err.count("\n") == 1
+
+
+def test_cli_missing_core(capsys, tmp_path):
+    rc, _, err = _run(capsys, "tracker", "--core", str(tmp_path / "nope"))
+    assert rc == 2 and "no such file" in err.lower()
+
+
+def test_missing_debug_info_names_files(monkeypatch):
+    class Src:
+        live, symbols = True, None
+
+        def debug_program(self):
+            raise KhoError("missing kernel debug info: could not find vmlinux")
+    with pytest.raises(KhoError, match=r"looked for .*/boot/vmlinux-"):
+        cliw.debug_program(Src())
+
+
+def test_check_exit_status(monkeypatch, capsys):
+    from kho_inspect.check.tracker_map import CheckResult, ViewRuns
+    from kho_inspect.check.blocks import Difference
+    views = [ViewRuns("tracker", [Run(0x1000, 0, 1)], "t"),
+             ViewRuns("map", [], "m")]
+    res = CheckResult(views, [Difference("tracker", Run(0x1000, 0, 1))], [])
+    monkeypatch.setattr(cliw, "_program", lambda args: None)
+    monkeypatch.setattr("kho_inspect.check.compare_views",
+                        lambda prog, v: res)
+    rc, out, _ = _run(capsys, "check", "--views", "tracker,map")
+    assert rc == 1 and "only in tracker: phys 0x1000 order 0" in out
+    res.differences.clear()
+    rc, out, _ = _run(capsys, "check")
+    assert rc == 0 and out.startswith("tracker: t")
