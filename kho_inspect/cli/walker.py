@@ -71,6 +71,22 @@ def _program(args):
     return debug_program(open_source(args))
 
 
+def _guard(fn):
+    """A stray :class:`drgn.FaultError` becomes the usual one-line error."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(args):
+        import drgn
+        try:
+            return fn(args)
+        except drgn.FaultError as e:
+            raise KhoError(f"cannot read kernel memory at "
+                           f"0x{e.address:x}: {e.message} (page missing "
+                           "from the dump?)") from None
+    return wrapper
+
+
 def _emit(args, doc: dict, text: str) -> None:
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
@@ -259,6 +275,7 @@ def check_text(res) -> str:
 
 # -- commands -------------------------------------------------------------
 
+@_guard
 def cmd_status(args) -> int:
     from ..walk.views import status_view
     doc = status_view(_program(args))
@@ -266,6 +283,7 @@ def cmd_status(args) -> int:
     return 0
 
 
+@_guard
 def cmd_tracker(args) -> int:
     from ..walk.views import tracker_view
     doc = tracker_view(_program(args))
@@ -273,6 +291,7 @@ def cmd_tracker(args) -> int:
     return 0
 
 
+@_guard
 def cmd_incoming(args) -> int:
     from ..walk.views import incoming_view
     doc = incoming_view(_program(args), markers=not args.no_markers,
@@ -281,6 +300,7 @@ def cmd_incoming(args) -> int:
     return 0
 
 
+@_guard
 def cmd_check(args) -> int:
     from ..check import compare_views
     views = [v.strip() for v in args.views.split(",") if v.strip()]

@@ -25,7 +25,8 @@ def kho_enabled(prog: drgn.Program) -> bool:
     :raises KhoError: if the kernel has no KHO.
     """
     try:
-        return bool(prog["kho_enable"])
+        with reading(prog, "kho_enable"):
+            return bool(prog["kho_enable"])
     except KeyError:
         raise KhoError("the kernel's debug info has no 'kho_enable': the "
                        "kernel lacks CONFIG_KEXEC_HANDOVER, or the debug "
