@@ -256,7 +256,8 @@ class SynthKernel:
                                             size=max(nbytes, PAGE)))
                     for i, x in bms.items()}
             xa = bytearray(drgn.sizeof(xa_t))
-            xa[drgn.offsetof(xa_t, "xa_head"):][:8] = self.xarray(ents)
+            head = drgn.offsetof(xa_t, "xa_head")
+            xa[head:head + 8] = self.xarray(ents)
             physxa_t = self.prog.type("struct kho_mem_phys")
             body = bytearray(drgn.sizeof(physxa_t))
             off = drgn.offsetof(physxa_t, "phys_bits")
