@@ -79,7 +79,7 @@ def synthetic(repeat: int, nblocks: int) -> bool:
         blocks = set()
         while len(blocks) < nblocks:       # test_kho-like: random orders
             order = rnd.choice((0, 0, 0, 1, 2, 3, 9, 10))
-            pfn = rnd.randrange(0x40000, 0x3C0000)     # 1-15 GiB
+            pfn = rnd.randrange(0x10000, 0x40000)   # 256 MiB - 1 GiB
             blocks.add(((pfn >> order << order) << 12, order))
         k.preserve(sorted(blocks))
         gen, mphys = _serialize(k, sorted(blocks))
@@ -107,7 +107,7 @@ def _serialize(k, blocks):
         return gen, k.prog["kho_out"].radix_tree.root.value_() - PAGE_OFFSET
     from helpers import encode_v1
     nbytes = drgn.sizeof(k.prog.type("struct kho_mem_phys_bits"))
-    segs, mphys = encode_v1(blocks, nbytes, base=0x7000000000)
+    segs, mphys = encode_v1(blocks, nbytes, base=0x70000000)
     for phys, data in segs:
         k.write_phys(phys, data)
     return "kho-v1", mphys

@@ -12,7 +12,7 @@ from ..decode import decode_handover, read_fdt_at
 from ..errors import KhoError
 from ..memory import PhysMemory, kernel_release
 from ..ranges import coalesce, totals_by_order
-from ._read import source_name
+from ._read import direct_map_base, source_name
 from .fdt import outgoing_fdt_phys
 from .incoming import DEFAULT_SCAN_PAGES, preserved_markers
 from .state import (incoming_state, kexec_image_kho, kho_enabled,
@@ -45,18 +45,21 @@ def outgoing_handover(prog: drgn.Program, *, with_map: bool = False,
 
 
 def tracker_view(prog: drgn.Program) -> dict:
-    """The outgoing tracker in the schema of ``kho-inspect map --json``:
-    ``generation``, ``bitmap_bytes``, ``ranges`` (coalesced), ``totals``,
-    plus the walker's own ``layout``, ``expression``, ``finalized`` and the
-    pages it read."""
+    """The outgoing tracker in the schema of ``kho-inspect map --json``
+    (``generation``, ``bitmap_bytes``, ``bitmap_source``, ``map_phys``,
+    ``state``, ``ranges`` coalesced, ``totals``, ``map_pages``,
+    ``subnodes``), plus the walker's own ``layout``, ``expression``,
+    ``finalized``, ``zero_pages`` and ``source``. ``map_pages`` are the
+    bitmaps or nodes the walker read (``virt`` added)."""
     t = outgoing_tracker(prog)
     runs = coalesce(t.runs)
-    gen = None
+    gen, subnodes = None, []
     try:
         h, _ = outgoing_handover(prog)
-        gen = h.generation
+        gen, subnodes = h.generation, [s.as_json() for s in h.subnodes]
     except KhoError:
         gen = "kho-v1" if t.layout != RADIX else None
+    dm = direct_map_base(prog)
     return {"generation": gen, "bitmap_bytes": t.bitmap_bytes,
             "bitmap_source": ("DWARF sizeof(struct kho_mem_phys_bits)"
                               if t.bitmap_bytes else None),
@@ -65,17 +68,18 @@ def tracker_view(prog: drgn.Program) -> dict:
             "release": kernel_release(prog),
             "ranges": [r.as_json() for r in runs],
             "totals": {str(o): v for o, v in totals_by_order(runs).items()},
-            "map_pages": [{"phys": None, "virt": a, "size": s, "kind": k}
-                          for a, s, k in t.pages],
+            "map_pages": [{"phys": a - dm if a >= dm else None, "virt": a,
+                           "size": s, "kind": k} for a, s, k in t.pages],
+            "subnodes": subnodes,
             "layout": t.layout, "expression": t.expression,
             "finalized": t.finalized, "zero_pages": t.zero_pages,
             "source": source_name(prog)}
 
 
 def _state(t) -> str:
-    if t.finalized is None:
-        return "ok"
-    return "finalized" if t.finalized else "not-finalized"
+    """As in ``map --json``: "not-finalized" when kho-v1 has not serialized
+    the tracker yet (nothing would be handed over), else "ok"."""
+    return "not-finalized" if t.finalized is False else "ok"
 
 
 def status_view(prog: drgn.Program) -> dict:
