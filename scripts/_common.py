@@ -30,8 +30,12 @@ def run(view, render, argv, **kw):
     except KhoError as e:
         print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    if "--json" in argv:
-        json.dump(doc, sys.stdout, indent=1)
-        print()
-    else:
-        print(render(doc))
+    try:
+        if "--json" in argv:
+            json.dump(doc, sys.stdout, indent=1)
+            print()
+        else:
+            print(render(doc))
+        sys.stdout.flush()
+    except BrokenPipeError:        # | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
