@@ -94,6 +94,15 @@ def test_check_agrees_with_decoder(kernel, dtc):
     assert res.ok, [str(d) for d in res.differences]
     doc = tracker_view(kernel.prog)
     assert doc["generation"] == _generation(kernel)
+    # same schema and same ranges as `map --json`
+    from kho_inspect.cli.report import map_json
+    from kho_inspect.walk.views import outgoing_handover
+    h, _ = outgoing_handover(kernel.prog, with_map=True,
+                             bitmap_bytes=doc["bitmap_bytes"])
+    mj = map_json(h, "test", None)
+    assert set(mj) <= set(doc)
+    assert doc["ranges"] == mj["ranges"]
+    assert doc["bitmap_bytes"] == mj["bitmap_bytes"]
     assert {(r["phys"], r["order"]) for r in doc["ranges"]} >= {
         (0x20000000, 0), (0x40000000, 18)}
 
