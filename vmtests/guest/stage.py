@@ -413,6 +413,21 @@ def stage2(args: dict) -> None:
                     fails.append("kho_inspect fdt: no kho_test sub-node")
             except ValueError as e:
                 fails.append(f"kho_inspect fdt: bad JSON: {e}")
+                tree = None
+            # informational: the CLI's own live --incoming path must agree
+            r = cli("fdt", "--json", "--incoming")
+            (RESULTS / "in-fdt-live.stderr").write_text(r.stderr)
+            if r.returncode != 0:
+                notes.append(f"fdt --incoming rc={r.returncode}")
+            else:
+                (RESULTS / "in-fdt-live.json").write_text(r.stdout)
+                try:
+                    same = json.loads(r.stdout).get("root") == \
+                        (tree or {}).get("root")
+                except ValueError:
+                    same = False
+                notes.append("fdt --incoming " + ("agrees" if same else
+                                                  "DIFFERS from in/fdt"))
     if fails:
         res["scenarios"]["S2"] = result("fail", "; ".join(fails))
     else:
