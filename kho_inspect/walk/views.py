@@ -164,6 +164,11 @@ def incoming_view(prog: drgn.Program, *,
         doc["fdt"] = {"phys": st.fdt_phys, "generation": h.generation,
                       "size": h.fdt_size,
                       "subnodes": [s.as_json() for s in h.subnodes]}
+        if any(s.error for s in h.subnodes):
+            notes.append("a client that restored its data may have freed "
+                         "the pages its sub-node blob points to (e.g. "
+                         "kho_restore_vmalloc frees the chunk list): decode "
+                         "errors in sub-nodes are expected after restore")
     except KhoError as e:
         doc["fdt"] = None
         doc["problems"].append(f"incoming FDT: {e}")
