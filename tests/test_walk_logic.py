@@ -179,6 +179,9 @@ def test_missing_debug_info_names_files(monkeypatch):
 
         def debug_program(self):
             raise KhoError("missing kernel debug info: could not find vmlinux")
+
+        def release(self):
+            return "6.99.0"
     with pytest.raises(KhoError, match=r"looked for .*/boot/vmlinux-"):
         cliw.debug_program(Src())
 
@@ -197,3 +200,13 @@ def test_check_exit_status(monkeypatch, capsys):
     res.differences.clear()
     rc, out, _ = _run(capsys, "check")
     assert rc == 0 and out.startswith("tracker: t")
+
+
+def test_symbols_file_missing(tmp_path):
+    class Src:
+        live, symbols = False, str(tmp_path / "vmlinux")
+
+        def debug_program(self):
+            raise AssertionError("must not be reached")
+    with pytest.raises(KhoError, match="-s .*vmlinux: no such file"):
+        cliw.debug_program(Src())

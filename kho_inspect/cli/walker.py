@@ -53,17 +53,49 @@ _DEFAULT_VMLINUX = ("/usr/lib/debug/boot/vmlinux-{r}",
                     "/lib/modules/{r}/vmlinux")
 
 
+def _looked_for(release: str | None) -> str:
+    if not release:
+        return ""
+    return " (looked for " + ", ".join(
+        p.format(r=release) for p in _DEFAULT_VMLINUX) + ")"
+
+
 def debug_program(src):
-    """``src.debug_program()``, naming the files looked for when the
-    running kernel's debug info is missing."""
+    """``src.debug_program()``, with one-line errors that name the files
+    looked for when the kernel's debug info is missing, and a check that a
+    ``-s VMLINUX`` was really taken (drgn only warns when it is absent or
+    belongs to another build)."""
+    import logging
+
+    import drgn
+    if src.symbols and not os.path.isfile(src.symbols):
+        raise KhoError(f"-s {src.symbols}: no such file")
+    log = logging.getLogger("drgn")
+    level = log.level
+    log.setLevel(logging.ERROR)      # drgn's "ignoring" warnings: ours below
     try:
-        return src.debug_program()
+        prog = src.debug_program()
     except KhoError as e:
-        if src.live and not src.symbols and "debug info" in str(e):
-            r = os.uname().release
-            tried = [p.format(r=r) for p in _DEFAULT_VMLINUX]
-            raise KhoError(f"{e} (looked for {', '.join(tried)})") from None
-        raise
+        if src.symbols or "debug info" not in str(e):
+            raise
+        rel = os.uname().release if src.live else None
+        if rel is None:
+            try:
+                rel = src.release()
+            except KhoError:
+                rel = None
+        raise KhoError(f"{e}{_looked_for(rel)}") from None
+    finally:
+        log.setLevel(level)
+    try:
+        status = prog.main_module().debug_file_status
+    except (LookupError, AttributeError):
+        return prog                  # older drgn: nothing to check
+    if status != drgn.ModuleFileStatus.HAVE and src.symbols:
+        why = ("no such file" if not os.path.exists(src.symbols) else
+               "it is not the vmlinux of this kernel (build ID differs)")
+        raise KhoError(f"-s {src.symbols}: drgn did not use it: {why}")
+    return prog
 
 
 def _program(args):
