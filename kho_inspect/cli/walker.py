@@ -17,7 +17,6 @@ from tabulate import tabulate
 
 from ..abi.common import MAX_PAGE_ORDER
 from ..errors import KhoError
-from . import report
 from .report import hexa, human_size
 
 STATUS_EPILOG = """\
@@ -384,4 +383,4 @@ def register(sub) -> None:
 
 
 __all__ = ["register", "status_text", "tracker_text", "incoming_text",
-           "check_text", "debug_program", "report"]
+           "check_text", "debug_program"]
