@@ -81,6 +81,9 @@ _cli_ok = None
 def cli_available() -> tuple[bool, str]:
     """HOOK: the kho_inspect CLI is called only when `--help` works."""
     global _cli_ok
+    memo = RESULTS / "cli-available.json"   # stage 1 tells stage 2
+    if _cli_ok is None and memo.exists():
+        _cli_ok = tuple(json.loads(memo.read_text()))
     if _cli_ok is None:
         r = cli("--help", timeout=120)
         if r.returncode == 0 and "map" in r.stdout:
@@ -88,6 +91,7 @@ def cli_available() -> tuple[bool, str]:
         else:
             _cli_ok = (False, "kho_inspect CLI not available yet: "
                        + (r.stderr.strip().splitlines() or ["?"])[-1][:200])
+        write_json(memo.name, list(_cli_ok))
     return _cli_ok
 
 
