@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 
 from tabulate import tabulate
 
@@ -44,6 +45,12 @@ examples:
 exit status: 0 the views agree, 1 they differ, 2 error (or cannot compare,
 e.g. kho-v1 not finalized)
 """
+
+def _note(prefix: str, text: str) -> str:
+    """A note wrapped to 79 columns, continuation lines indented."""
+    return textwrap.fill(text, 79, initial_indent=f"{prefix}: ",
+                         subsequent_indent="  ")
+
 
 #: Debug-info files drgn's default search tries for the running kernel.
 _DEFAULT_VMLINUX = ("/usr/lib/debug/boot/vmlinux-{r}",
@@ -201,7 +208,7 @@ def status_text(doc: dict) -> str:
                                              "size"]) if srows
                 else "no scratch areas"]
     for p in doc["problems"]:
-        out.append(f"note: {p}")
+        out.append(_note("note", p))
     return "\n".join(out)
 
 
@@ -263,9 +270,9 @@ def incoming_text(doc: dict, limit: int = 40) -> str:
             desc += "; unreadable memmap: " + ", ".join(
                 f"pfn {hexa(u['start_pfn'])}-{hexa(u['end_pfn'])}"
                 for u in scan["unreadable"][:5])
-        out += ["", desc]
+        out += ["", textwrap.fill(desc, 79, subsequent_indent="  ")]
         if scan["note"]:
-            out.append(f"note: {scan['note']}")
+            out.append(_note("note", scan["note"]))
         if scan["markers"] is None:
             out.append("preserved head pages: cannot be enumerated here")
         else:
@@ -286,9 +293,9 @@ def incoming_text(doc: dict, limit: int = 40) -> str:
             else:
                 out.append("none")
     for n in doc.get("notes", []):
-        out.append(f"note: {n}")
+        out.append(_note("note", n))
     for p in doc["problems"]:
-        out.append(f"problem: {p}")
+        out.append(_note("problem", p))
     return "\n".join(out)
 
 
@@ -300,7 +307,7 @@ def check_text(res) -> str:
     else:
         lines.append(f"DIFFER: {len(res.differences)} difference(s)")
         lines += [f"  {d}" for d in res.differences]
-    lines += [f"note: {n}" for n in res.notes]
+    lines += [_note("note", n) for n in res.notes]
     return "\n".join(lines)
 
 
