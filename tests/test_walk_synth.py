@@ -247,3 +247,20 @@ def test_memblock_freed_after_boot_is_not_trusted(kernel):
     # The vmtest kernels keep no memblock (x86 without memory hotplug or
     # TDX): memblock lives in .init.data, freed after boot.
     assert inc.memblock_reserved(kernel.prog) is None
+
+
+def test_xa_entries_matches_xa_for_each(kernel):
+    if kernel.tracker_member() == "radix_tree.root":
+        pytest.skip("kho-v1 only")
+    from kho_inspect.walk.tracker import (walk_xarray_tracker,
+                                          xa_for_each_values)
+    # indices beyond 64 need a second xa_node level
+    blocks = BLOCKS + [(0x3F000000 + (i << 24), 0) for i in range(8)] + \
+        [(0x7F000000, 1), (0x240000000, 0), (0x1000000000, 2)]
+    kernel.preserve(blocks)
+    _, track, expr = tracker_layout(kernel.prog)
+    fast = walk_xarray_tracker(kernel.prog, track, expr)
+    ref = walk_xarray_tracker(kernel.prog, track, expr,
+                              iterate=xa_for_each_values)
+    assert sorted(fast.runs) == sorted(ref.runs)
+    assert coalesce(fast.runs) == coalesce([(p, o, 1) for p, o in blocks])

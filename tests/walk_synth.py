@@ -174,22 +174,34 @@ class SynthKernel:
 
     # -- kernel structures ------------------------------------------------
     def xarray(self, entries: dict[int, int]) -> bytes:
-        """xa_head for a single-level xarray holding *entries*
-        ({index < 64: pointer}); returns the 8 bytes of ``xa_head``."""
+        """xa_head (8 bytes) of an xarray holding *entries* ({index:
+        pointer}), with as many levels of 64-slot ``struct xa_node`` as the
+        largest index needs."""
         if not entries:
             return struct.pack("<Q", 0)
         if list(entries) == [0]:
             return struct.pack("<Q", entries[0])
+        shift = 0
+        while max(entries) >> (shift + 6):
+            shift += 6
+        return struct.pack("<Q", self._xa_node(entries, shift))
+
+    def _xa_node(self, entries: dict[int, int], shift: int) -> int:
         t = self.prog.type("struct xa_node")
         node = bytearray(drgn.sizeof(t))
         slots = drgn.offsetof(t, "slots")
+        groups: dict[int, dict[int, int]] = {}
         for i, ptr in entries.items():
-            assert i < 64
-            struct.pack_into("<Q", node, slots + 8 * i, ptr)
-        struct.pack_into("<B", node, drgn.offsetof(t, "shift"), 0)
-        struct.pack_into("<B", node, drgn.offsetof(t, "count"), len(entries))
+            groups.setdefault((i >> shift) & 63, {})[i & ((1 << shift) - 1)] \
+                = ptr
+        for slot, sub in groups.items():
+            ptr = (sub[0] if shift == 0 else
+                   self._xa_node(sub, shift - 6))
+            struct.pack_into("<Q", node, slots + 8 * slot, ptr)
+        struct.pack_into("<B", node, drgn.offsetof(t, "shift"), shift)
+        struct.pack_into("<B", node, drgn.offsetof(t, "count"), len(groups))
         phys = self.alloc(bytes(node), size=max(PAGE, len(node)))
-        return struct.pack("<Q", self.virt(phys) | 2)
+        return self.virt(phys) | 2
 
     def page_private(self, pfn: int, value: int) -> None:
         """Set ``page->private`` of *pfn* in the vmemmap."""
