@@ -46,6 +46,9 @@ PROBES = {
         "struct kho_mem_phys").member("phys_bits"),
     "sizeof kho_mem_phys_bits": lambda p: drgn.sizeof(
         p.type("struct kho_mem_phys_bits")),
+    "xa_node.slots entries": lambda p: (
+        drgn.offsetof(p.type("struct xa_node"), "shift"),
+        p.type("struct xa_node").member("slots").type.length)[1],
     "sizeof kho_radix_node": lambda p: drgn.sizeof(
         p.type("struct kho_radix_node")),
     "sizeof kho_scratch": lambda p: drgn.sizeof(p.type("struct kho_scratch")),
@@ -88,6 +91,7 @@ def test_common_names_exist(found):
                  "page.private offset"):
         assert found[name], name
     assert found["sizeof kho_scratch"] == 16
+    assert found["xa_node.slots entries"] == 64
 
 
 def test_exactly_one_tracker_layout(found):
