@@ -75,9 +75,27 @@ def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
     lsb_first = bin(x)[:1:-1]
     gaps = bin(x & ~(x << 1))[:1:-1].split("1")
     gaps.pop()
-    # accumulate(gap + 1) is each run's start + 1; fold the -1 into the base
-    phys = map(add, repeat(base - (1 << shift)),
-               map(lshift, accumulate(map(add, map(len, gaps), repeat(1))),
-                   repeat(shift)))
-    return list(zip(phys, repeat(order),
-                    map(len, filter(None, lsb_first.split("0")))))
+    lens = map(len, filter(None, lsb_first.split("0")))
+    first = base - (1 << shift)
+    if len(gaps) >= _TABLE_RUNS:
+        # many runs: look each gap's address step up instead of computing
+        # it, one allocation less per run (the table is built once per shift)
+        steps = _steps(shift, len(data) * 8).__getitem__
+        phys = accumulate(map(steps, map(len, gaps)), initial=first)
+        next(phys)
+    else:
+        # accumulate(gap + 1) is each run's start + 1; the -1 is in *first*
+        phys = map(add, repeat(first),
+                   map(lshift, accumulate(map(add, map(len, gaps),
+                                              repeat(1))), repeat(shift)))
+    return list(zip(phys, repeat(order), lens))
+
+
+#: From this many runs in one bitmap on, :func:`_steps` pays for itself.
+_TABLE_RUNS = 4096
+
+
+@functools.lru_cache(maxsize=4)
+def _steps(shift: int, nbits: int) -> list[int]:
+    """``(gap + 1) << shift`` for every gap length a bitmap can have."""
+    return [(g + 1) << shift for g in range(nbits + 1)]

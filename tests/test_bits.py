@@ -44,3 +44,12 @@ def test_block_runs_match_naive(data, base, shift):
     starts, lens = naive_runs(data)
     assert bits.block_runs(data, base, shift, 7) == [
         (base + (s << shift), 7, n) for s, n in zip(starts, lens)]
+
+
+@given(st.integers(0, 1 << 40), st.integers(12, 40),
+       st.sampled_from([0x55, 0xAA, 0x5A, 0x33]))
+def test_block_runs_table_path(base, shift, pattern):
+    data = bytes([pattern]) * 2048          # >= 4096 runs: the table path
+    starts, lens = naive_runs(data)
+    assert bits.block_runs(data, base, shift, 3) == [
+        (base + (s << shift), 3, n) for s, n in zip(starts, lens)]
