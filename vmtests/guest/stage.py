@@ -312,6 +312,11 @@ def stage1(args: dict) -> None:
                              "bitmap_bytes": mapj.get("bitmap_bytes"),
                              "ranges": len(mapj.get("ranges", [])),
                              "missing": missing[:20]}
+            misaligned = [r for r in mapj.get("ranges", [])
+                          if r["phys"] % (4096 << int(r["order"]))]
+            if misaligned:
+                fails.append(f"{name}: {len(misaligned)} ranges not naturally"
+                             f" aligned, e.g. {misaligned[0]}")
             want_bb = (truth or {}).get("bitmap_bytes")
             if (want_bb and mapj.get("generation") == "kho-v1"
                     and mapj.get("bitmap_bytes") != want_bb):
