@@ -15,7 +15,7 @@ import sys
 
 from .. import fdt as fdtmod
 from .. import samples
-from ..decode import decode_handover
+from ..decode import decode_handover, find_preserved_copy
 from ..errors import KhoError
 from ..image import write_image, page_ranges
 from . import report
@@ -129,9 +129,18 @@ def cmd_capture(args) -> int:
     src, root, h = _decode(args, with_map=True)
     mem = src.memory()
     if root.phys is None:
-        raise KhoError("capture needs the FDT's physical address: it was "
-                       f"read from {root.origin}; use --fdt-phys or drop "
-                       "--fdt")
+        # debugfs and files give no address; the root FDT page is itself
+        # preserved, so look for it among the preserved pages.
+        phys = find_preserved_copy(mem, h.map.runs, root.blob)
+        if phys is None:
+            raise KhoError("capture needs the FDT's physical address: it "
+                           f"was read from {root.origin} and no preserved "
+                           "page holds it; use --fdt-phys, or --fdt-from "
+                           "dwarf with -s VMLINUX")
+        note(f"the FDT from {root.origin} is the preserved page at "
+             f"0x{phys:x}")
+        root.phys = phys
+        h.fdt_phys = phys
     segments = []
     for start, end in page_ranges(h.pages):
         segments.append((start, mem.read(start, end - start,

@@ -8,5 +8,6 @@ alone, no debug info.
 * :mod:`.handover` - root FDT -> generation, map, sub-nodes.
 """
 
-from .handover import decode_handover, identify, read_fdt_at  # noqa: F401
+from .handover import (decode_handover, find_preserved_copy,  # noqa: F401
+                       identify, read_fdt_at)
 from .model import Handover, MapPage, PreservedMap  # noqa: F401

@@ -141,3 +141,27 @@ def decode_handover(blob: bytes, mem=None, *, fdt_phys: int | None = None,
             pmap = decode_radix(mem, mphys, gen.compatible)
     subnodes = [decode_subnode(n, gen, mem) for n in tree.root.children]
     return Handover(gen.compatible, fdt_phys, tree.totalsize, pmap, subnodes)
+
+
+def find_preserved_copy(mem, runs, blob: bytes, limit: int = 1 << 16):
+    """Physical address of a preserved order-0 page whose content starts with
+    *blob*, or None. The root FDT page is itself preserved (every
+    generation), so this locates an FDT read from a file or from debugfs
+    without debug info. At most *limit* pages are compared."""
+    head = blob[:64]
+    tried = 0
+    for phys, order, count in runs:
+        if order != 0:
+            continue
+        for i in range(count):
+            if tried >= limit:
+                return None
+            tried += 1
+            p = phys + (i << common.PAGE_SHIFT)
+            try:
+                if mem.read(p, len(head), "preserved page") == head and \
+                        mem.read(p, len(blob), "preserved page") == blob:
+                    return p
+            except KhoError:
+                continue
+    return None
