@@ -69,9 +69,14 @@ def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
     x = int.from_bytes(data, "little")
     if not x:
         return []
-    if x.bit_count() <= _FEW_BITS:
+    nset = x.bit_count()
+    if nset <= _FEW_BITS or nset * _SPARSE < len(data) * 8:
+        # sparse: splitting the whole bit string on "0" would cost one list
+        # slot per clear bit; positions of run starts and ends are cheaper
         starts, lens = runs(data)
-        return [(base + (s << shift), order, n) for s, n in zip(starts, lens)]
+        return list(zip(map(add, repeat(base),
+                            map(lshift, starts, repeat(shift))),
+                        repeat(order), lens))
     lsb_first = bin(x)[:1:-1]
     gaps = bin(x & ~(x << 1))[:1:-1].split("1")
     gaps.pop()
@@ -91,6 +96,8 @@ def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
     return list(zip(phys, repeat(order), lens))
 
 
+#: Below one set bit in this many, a bitmap counts as sparse.
+_SPARSE = 16
 #: From this many runs in one bitmap on, :func:`_steps` pays for itself.
 _TABLE_RUNS = 4096
 
