@@ -14,7 +14,10 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     n = config.getoption("--fuzz-examples")
-    settings.register_profile("kho", max_examples=n, deadline=None)
+    # CI runs the same examples every time (CI=true): a failure there is
+    # reproducible; local runs explore new ones.
+    settings.register_profile("kho", max_examples=n, deadline=None,
+                              derandomize=bool(os.environ.get("CI")))
     settings.load_profile("kho")
 
 

@@ -10,6 +10,8 @@ Stage 1 (cold boot with kho=1):
 Stage 2 (KHO boot):
   S2  test_kho's restore verdict in dmesg, incoming FDT saved and decoded;
       it must contain the kho_test sub-node.
+S5 runs vmtests/guest/walker_checks.py in both stages (drgn walker: tracker
+== decoded map == test_kho; incoming markers == stage-1 map - restored).
 
 Everything the host judges is written as JSON into /results:
 stage1.json / stage2.json with {"scenarios": {name: {"status", "reason"}}}.
@@ -242,7 +244,7 @@ def stage1(args: dict) -> None:
     res = {"stage": 1, "uname": os.uname().release, "scenarios": {},
            "timings": {}}
     sc = res["scenarios"]
-    want = set(args.get("scen", "S1,S2,S3,S4").split(","))
+    want = set(args.get("scen", "S1,S2,S3,S4,S5").split(","))
     (RESULTS / "dmesg-stage1-boot.txt").write_text(dmesg())
     write_json("stage1.json", res)
 
@@ -385,6 +387,11 @@ def stage1(args: dict) -> None:
         log(f"dump: {res['dump']}")
     write_json("stage1.json", res)
 
+    # ---- S5 (stage-1 half): the drgn walker against the decoder and test_kho
+    if "S5" in want:
+        sc["S5"] = walker_scenario()
+        write_json("stage1.json", res)
+
     # ---- S2: kexec into the same kernel, stage 2
     if "S2" not in want:
         (RESULTS / "dmesg-stage1.txt").write_text(dmesg())
@@ -493,7 +500,23 @@ def stage2(args: dict) -> None:
         res["scenarios"]["S2"] = result(
             "pass", good[0].split("]", 1)[-1].strip()
             + (" (" + "; ".join(notes) + ")" if notes else ""))
+    if "S5" in set(args.get("scen", "S5").split(",")):
+        res["scenarios"]["S5"] = walker_scenario()
     write_json("stage2.json", res)
+
+
+def walker_scenario() -> dict:
+    """S5: run vmtests/guest/walker_checks.py in this guest (either stage)."""
+    t = time.monotonic()
+    try:
+        import walker_checks
+        out = walker_checks.run(RESULTS)
+    except Exception as e:  # a crash is a failure of S5, not of the stage
+        traceback.print_exc()
+        return result("fail", f"walker_checks: {type(e).__name__}: {e}")
+    log(f"walker checks: {out.get('status')} in "
+        f"{time.monotonic() - t:.1f}s")
+    return result(out.get("status", "fail"), out.get("reason", ""))
 
 
 def main() -> int:
