@@ -137,6 +137,13 @@ def main():
     mem = lay.memory()
     measure("frag", lambda: decode_radix(mem, root, "kho-v4"), mem)
 
+    # fragmented at random: random bytes, runs of every length
+    rnd = random.Random(2)
+    lay, root = radix_map([((prefix0 + i) << 15, rnd.randbytes(PAGE))
+                           for i in range(n)])
+    mem = lay.memory()
+    measure("frag-rnd", lambda: decode_radix(mem, root, "kho-v4"), mem)
+
     # sparse: 4096 blocks of random orders anywhere in the 52-bit space
     rnd = random.Random(1)
     keys = set()

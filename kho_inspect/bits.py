@@ -77,10 +77,12 @@ def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
         return list(zip(map(add, repeat(base),
                             map(lshift, starts, repeat(shift))),
                         repeat(order), lens))
-    lsb_first = bin(x)[:1:-1]
     gaps = bin(x & ~(x << 1))[:1:-1].split("1")
     gaps.pop()
-    lens = map(len, filter(None, lsb_first.split("0")))
+    if x & (x >> 1):
+        lens = map(len, filter(None, bin(x)[:1:-1].split("0")))
+    else:
+        lens = repeat(1)        # no two set bits adjacent: every run is 1
     first = base - (1 << shift)
     if len(gaps) >= _TABLE_RUNS:
         # many runs: look each gap's address step up instead of computing
