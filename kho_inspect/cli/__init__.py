@@ -8,7 +8,6 @@ one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -72,14 +71,6 @@ def add_fdt_options(p: argparse.ArgumentParser) -> None:
                         "kernel's pointer via DWARF)")
 
 
-def _emit(args, doc: dict, text: str) -> None:
-    if args.json:
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print(text)
-
-
 def _decode(args, with_map: bool):
     src = open_source(args)
     root = root_fdt(src, args)
@@ -104,8 +95,8 @@ def cmd_fdt(args) -> int:
     """Decode the root FDT and its sub-nodes."""
     src, root, h = _decode(args, with_map=False)
     tree = fdtmod.parse(root.blob)
-    _emit(args, report.fdt_json(h, tree, root.origin),
-          report.fdt_text(h, tree, root.origin))
+    report.emit(args, report.fdt_json(h, tree, root.origin),
+                report.fdt_text(h, tree, root.origin))
     return 0
 
 
@@ -119,8 +110,8 @@ def cmd_map(args) -> int:
                        "sub-nodes, or decode a dump taken before the kexec")
     src, root, h = _decode(args, with_map=True)
     release = src.release()
-    _emit(args, report.map_json(h, root.origin, release),
-          report.map_text(h, root.origin, release, args.limit))
+    doc = report.map_json(h, root.origin, release)
+    report.emit(args, doc, report.map_text(doc, args.limit))
     return 0
 
 
@@ -152,9 +143,9 @@ def cmd_capture(args) -> int:
     write_image(args.output, segments, meta)
     total = sum(len(d) for _, d in segments)
     doc = dict(meta, output=args.output, segments=len(segments), bytes=total)
-    _emit(args, doc, f"wrote {args.output}: {h.generation}, "
-          f"{len(segments)} segments, {report.human_size(total)} "
-          f"(kernel {meta['release'] or 'unknown'})")
+    report.emit(args, doc, f"wrote {args.output}: {h.generation}, "
+                f"{len(segments)} segments, {report.human_size(total)} "
+                f"(kernel {meta['release'] or 'unknown'})")
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 from tabulate import tabulate
 
 from .. import fdt as fdtmod
@@ -32,10 +35,19 @@ def fdt_json(h, tree, origin) -> dict:
             "subnodes": subnodes_json(h)}
 
 
-def _subnode_summary(s) -> str:
-    if s.error:
-        return f"error: {s.error}"
-    c = s.content
+def emit(args, doc: dict, text: str) -> None:
+    """Print *doc* as JSON with ``--json``, else the human *text*."""
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
+def _subnode_summary(s: dict) -> str:
+    if s.get("error"):
+        return f"error: {s['error']}"
+    c = s.get("content")
     if not c:
         return ""
     if "regions" in c:
@@ -49,22 +61,56 @@ def _subnode_summary(s) -> str:
     return str(c.get("compatible") or c.get("format"))
 
 
+def subnodes_table(subnodes: list) -> str:
+    """Sub-nodes (their ``as_json()`` form) as a table."""
+    rows = [(s["name"], hexa(s["phys"]), "-" if s["size"] is None
+             else s["size"], _subnode_summary(s)) for s in subnodes]
+    return (tabulate(rows, headers=["sub-node", "phys", "size", "content"])
+            if rows else "no sub-nodes")
+
+
 def fdt_text(h, tree, origin) -> str:
     root = [(p.name, ", ".join(p.strings()) if p.name == "compatible"
              else hexa(int.from_bytes(p.value, "little"))
              if len(p.value) == 8 else p.value.hex())
             for p in tree.root.props.values()]
-    lines = [f"KHO root FDT from {origin}: {h.generation}, "
-             f"{tree.totalsize} bytes"
-             + (f", at phys {hexa(h.fdt_phys)}" if h.fdt_phys is not None
-                else ""),
-             tabulate(root, headers=["property", "value"]), ""]
-    rows = [(s.name, hexa(s.phys), "-" if s.size is None else s.size,
-             _subnode_summary(s)) for s in h.subnodes]
-    lines.append(tabulate(rows, headers=["sub-node", "phys", "size",
-                                         "content"]) if rows
-                 else "no sub-nodes")
-    return "\n".join(lines)
+    return "\n".join([
+        f"KHO root FDT from {origin}: {h.generation}, {tree.totalsize} bytes"
+        + (f", at phys {hexa(h.fdt_phys)}" if h.fdt_phys is not None else ""),
+        tabulate(root, headers=["property", "value"]), "",
+        subnodes_table(subnodes_json(h))])
+
+
+def totals_table(totals: dict) -> str:
+    """The ``totals`` of a map/tracker document, by order, with a sum."""
+    rows = [(o, t["blocks"], human_size(t["bytes"]),
+             "above MAX_PAGE_ORDER" if int(o) > MAX_PAGE_ORDER else "")
+            for o, t in sorted(totals.items(), key=lambda kv: int(kv[0]))]
+    rows.append(("all", sum(t["blocks"] for t in totals.values()),
+                 human_size(sum(t["bytes"] for t in totals.values())), ""))
+    return tabulate(rows, headers=["order", "blocks", "bytes", ""])
+
+
+def ranges_lines(ranges: list, limit: int) -> list[str]:
+    """The ``ranges`` of a map/tracker document as a table (first *limit*;
+    0 for all)."""
+    shown = ranges if limit <= 0 else ranges[:limit]
+    rows = [(hexa(r["phys"]), hexa(r["phys"] + r["size"]), r["order"],
+             r["count"], human_size(r["size"])) for r in shown]
+    lines = [tabulate(rows, headers=["phys", "end", "order", "count",
+                                     "size"])]
+    if len(shown) < len(ranges):
+        lines.append(f"... {len(ranges) - len(shown)} more ranges "
+                     "(--limit 0 shows all)")
+    return lines
+
+
+def pages_summary(pages: list) -> str:
+    """``map_pages`` counted by kind: "13 radix-table page(s), ..."."""
+    kinds: dict = {}
+    for p in pages:
+        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
+    return ", ".join(f"{n} {k} page(s)" for k, n in kinds.items())
 
 
 def map_json(h, origin, release) -> dict:
@@ -79,38 +125,21 @@ def map_json(h, origin, release) -> dict:
             "subnodes": subnodes_json(h)}
 
 
-def map_text(h, origin, release, limit: int) -> str:
-    m = h.map
-    runs = coalesce(m.runs)
-    head = f"{h.generation} map at {hexa(m.map_phys)} (FDT from {origin}"
-    head += f", kernel {release})" if release else ")"
-    if m.bitmap_bytes:
-        head += f"; {m.bitmap_bytes}-byte bitmaps ({m.bitmap_source})"
+def map_text(doc: dict, limit: int) -> str:
+    """Render :func:`map_json`'s document."""
+    head = f"{doc['generation']} map at {hexa(doc['map_phys'])} (FDT from " \
+        f"{doc['fdt_source']}"
+    head += f", kernel {doc['release']})" if doc["release"] else ")"
+    if doc["bitmap_bytes"]:
+        head += (f"; {doc['bitmap_bytes']}-byte bitmaps "
+                 f"({doc['bitmap_source']})")
     lines = [head]
-    if m.state == "not-finalized":
+    if doc["state"] == "not-finalized":
         lines.append("state: NOT FINALIZED - preserved-memory-map is 0; "
                      "nothing would be handed over (6.19/7.0: "
                      "echo 1 > /sys/kernel/debug/kho/out/finalize)")
-    totals = totals_by_order(runs)
-    trows = [(o, t["blocks"], human_size(t["bytes"]),
-              "above MAX_PAGE_ORDER" if o > MAX_PAGE_ORDER else "")
-             for o, t in totals.items()]
-    allb = sum(t["bytes"] for t in totals.values())
-    trows.append(("all", sum(t["blocks"] for t in totals.values()),
-                  human_size(allb), ""))
-    lines += ["", tabulate(trows, headers=["order", "blocks", "bytes", ""])]
-    shown = runs if limit <= 0 else runs[:limit]
-    rrows = [(hexa(r.phys), hexa(r.end), r.order, r.count, human_size(r.size))
-             for r in shown]
-    lines += ["", tabulate(rrows, headers=["phys", "end", "order", "count",
-                                           "size"])]
-    if len(shown) < len(runs):
-        lines.append(f"... {len(runs) - len(shown)} more ranges "
-                     "(--limit 0 shows all)")
-    kinds: dict = {}
-    for p in m.pages:
-        kinds[p.kind] = kinds.get(p.kind, 0) + 1
-    lines += ["", "map itself: " + (", ".join(f"{n} {k} page(s)"
-                                              for k, n in kinds.items())
+    lines += ["", totals_table(doc["totals"]), ""]
+    lines += ranges_lines(doc["ranges"], limit)
+    lines += ["", "map itself: " + (pages_summary(doc["map_pages"])
                                     or "no pages")]
     return "\n".join(lines)

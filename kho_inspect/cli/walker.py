@@ -9,16 +9,14 @@ exactly what the CLI prints.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import textwrap
 
 from tabulate import tabulate
 
-from ..abi.common import MAX_PAGE_ORDER
 from ..errors import KhoError
-from .report import hexa, human_size
+from .report import (emit, hexa, human_size, pages_summary, ranges_lines,
+                     subnodes_table, totals_table)
 
 STATUS_EPILOG = """\
 examples:
@@ -125,36 +123,6 @@ def _guard(fn):
     return wrapper
 
 
-def _emit(args, doc: dict, text: str) -> None:
-    if args.json:
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print(text)
-
-
-def _totals_table(totals: dict) -> str:
-    rows = [(o, t["blocks"], human_size(t["bytes"]),
-             "above MAX_PAGE_ORDER" if int(o) > MAX_PAGE_ORDER else "")
-            for o, t in sorted(totals.items(), key=lambda kv: int(kv[0]))]
-    rows.append(("all", sum(t["blocks"] for t in totals.values()),
-                 human_size(sum(t["bytes"] for t in totals.values())), ""))
-    return tabulate(rows, headers=["order", "blocks", "bytes", ""])
-
-
-def _subnodes_table(subnodes: list) -> str:
-    if not subnodes:
-        return "no sub-nodes"
-    rows = []
-    for s in subnodes:
-        c = s.get("content") or {}
-        what = (f"error: {s['error']}" if s.get("error") else
-                c.get("compatible") or c.get("format") or "")
-        rows.append((s["name"], hexa(s["phys"]),
-                     "-" if s["size"] is None else s["size"], what))
-    return tabulate(rows, headers=["sub-node", "phys", "size", "content"])
-
-
 def status_text(doc: dict) -> str:
     """Render :func:`kho_inspect.walk.views.status_view`."""
     tr = doc.get("tracker") or {}
@@ -197,9 +165,9 @@ def status_text(doc: dict) -> str:
             else "cold boot"))
     out = [tabulate(rows, tablefmt="plain")]
     if tr:
-        out += ["", _totals_table(tr["totals"])]
+        out += ["", totals_table(tr["totals"])]
     if fdt:
-        out += ["", _subnodes_table(fdt["subnodes"])]
+        out += ["", subnodes_table(fdt["subnodes"])]
     if doc.get("scratch") is not None:
         srows = [(a["index"], a["role"], hexa(a["addr"]),
                   hexa(a["addr"] + a["size"]), human_size(a["size"]))
@@ -223,21 +191,9 @@ def tracker_text(doc: dict, limit: int = 40) -> str:
         lines.append("finalized: " + ("yes" if doc["finalized"] else
                                       "no (nothing handed over until "
                                       "finalize)"))
-    lines += ["", _totals_table(doc["totals"])]
-    runs = doc["ranges"]
-    shown = runs if limit <= 0 else runs[:limit]
-    rows = [(hexa(r["phys"]), hexa(r["phys"] + r["size"]), r["order"],
-             r["count"], human_size(r["size"])) for r in shown]
-    lines += ["", tabulate(rows, headers=["phys", "end", "order", "count",
-                                          "size"])]
-    if len(shown) < len(runs):
-        lines.append(f"... {len(runs) - len(shown)} more ranges "
-                     "(--limit 0 shows all)")
-    kinds: dict = {}
-    for p in doc["map_pages"]:
-        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
-    lines.append("\nread: " + (", ".join(f"{n} {k} page(s)" for k, n in
-                                         kinds.items()) or "nothing")
+    lines += ["", totals_table(doc["totals"]), ""]
+    lines += ranges_lines(doc["ranges"], limit)
+    lines.append("\nread: " + (pages_summary(doc["map_pages"]) or "nothing")
                  + (f"; {doc['zero_pages']} all-zero" if doc["zero_pages"]
                     else ""))
     return "\n".join(lines)
@@ -258,7 +214,7 @@ def incoming_text(doc: dict, limit: int = 40) -> str:
     fdt = doc.get("fdt")
     if fdt:
         out += ["", f"incoming FDT: {fdt['generation']}, {fdt['size']} bytes",
-                _subnodes_table(fdt["subnodes"])]
+                subnodes_table(fdt["subnodes"])]
     scan = doc.get("scan")
     if scan:
         desc = (f"scanned {scan['pages']} struct pages in {scan['ranges']} "
@@ -281,7 +237,7 @@ def incoming_text(doc: dict, limit: int = 40) -> str:
                           "a bare order: order-0 blocks are invisible")
                        + "):")
             if scan["markers"]:
-                out.append(_totals_table(scan["totals"]))
+                out.append(totals_table(scan["totals"]))
                 ms = scan["markers"]
                 shown = ms if limit <= 0 else ms[:limit]
                 out.append(tabulate(
@@ -317,7 +273,7 @@ def check_text(res) -> str:
 def cmd_status(args) -> int:
     from ..walk.views import status_view
     doc = status_view(_program(args))
-    _emit(args, doc, status_text(doc))
+    emit(args, doc, status_text(doc))
     return 0
 
 
@@ -325,7 +281,7 @@ def cmd_status(args) -> int:
 def cmd_tracker(args) -> int:
     from ..walk.views import tracker_view
     doc = tracker_view(_program(args))
-    _emit(args, doc, tracker_text(doc, args.limit))
+    emit(args, doc, tracker_text(doc, args.limit))
     return 0
 
 
@@ -334,7 +290,7 @@ def cmd_incoming(args) -> int:
     from ..walk.views import incoming_view
     doc = incoming_view(_program(args), markers=not args.no_markers,
                         max_pages=args.scan_limit or None)
-    _emit(args, doc, incoming_text(doc, args.limit))
+    emit(args, doc, incoming_text(doc, args.limit))
     return 0
 
 
@@ -343,7 +299,7 @@ def cmd_check(args) -> int:
     from ..check import compare_views
     views = [v.strip() for v in args.views.split(",") if v.strip()]
     res = compare_views(_program(args), views)
-    _emit(args, res.as_json(), check_text(res))
+    emit(args, res.as_json(), check_text(res))
     return 0 if res.ok else 1
 
 
