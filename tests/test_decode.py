@@ -199,3 +199,21 @@ def test_property_radix_roundtrip(bset):
     m = decode_radix(mem(segs), root, "kho-v4")
     assert set(blocks(m.runs)) == bset
     assert len(list(blocks(coalesce(m.runs)))) == len(bset)
+
+
+def test_memblock_reserve_mem_blob(dtc):
+    """memblock's sub-FDT (memblock-v1, one reserve-mem-v1 child per
+    reserve_mem= region, start/size as raw LE u64), built by dtc."""
+    sub = run_dtc(dtc, f'''/dts-v1/; / {{ compatible = "memblock-v1";
+        trace {{ compatible = "reserve-mem-v1"; start = {u64le(0x7f000000)};
+                 size = {u64le(0x100000)}; }}; }};'''.encode())
+    blob = run_dtc(dtc, kho_dts("kho-v1", 0, f"memblock {{ fdt = "
+                                              f"{u64le(0x500000)}; }};"))
+    h = decode_handover(blob, mem([(0x500000, sub.ljust(PAGE, b"\0"))]),
+                        bitmap_bytes=4096)
+    (m,) = h.subnodes
+    assert (m.name, m.phys, m.size) == ("memblock", 0x500000, len(sub))
+    assert m.content == {"format": "fdt", "compatible": "memblock-v1",
+                         "regions": [{"name": "trace", "start": 0x7f000000,
+                                      "size": 0x100000}]}
+    assert h.map.state == "not-finalized"

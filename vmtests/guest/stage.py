@@ -480,20 +480,27 @@ def stage2(args: dict) -> None:
             except ValueError as e:
                 fails.append(f"kho_inspect fdt: bad JSON: {e}")
                 tree = None
-            # informational: the CLI's own live --incoming path must agree
-            r = cli("fdt", "--json", "--incoming")
-            (RESULTS / "in-fdt-live.stderr").write_text(r.stderr)
-            if r.returncode != 0:
-                notes.append(f"fdt --incoming rc={r.returncode}")
-            else:
-                (RESULTS / "in-fdt-live.json").write_text(r.stdout)
+            # every live path to the incoming FDT must find the same tree:
+            # auto (debugfs in/fdt), x86 setup_data type 10, kho_in (DWARF)
+            for how in ("auto", "setup-data", "dwarf"):
+                r = cli("fdt", "--json", "--incoming", "--fdt-from", how)
+                (RESULTS / f"in-fdt-{how}.stderr").write_text(r.stderr)
+                if r.returncode != 0:
+                    fails.append(f"fdt --incoming --fdt-from {how}: rc="
+                                 f"{r.returncode}: "
+                                 + r.stderr.strip()[-200:])
+                    continue
+                (RESULTS / f"in-fdt-{how}.json").write_text(r.stdout)
                 try:
                     same = json.loads(r.stdout).get("root") == \
                         (tree or {}).get("root")
                 except ValueError:
                     same = False
-                notes.append("fdt --incoming " + ("agrees" if same else
-                                                  "DIFFERS from in/fdt"))
+                if not same:
+                    fails.append(f"fdt --incoming --fdt-from {how} differs "
+                                 "from in/fdt")
+            notes.append("fdt --incoming via debugfs, setup_data and kho_in "
+                         "agree")
     if fails:
         res["scenarios"]["S2"] = result("fail", "; ".join(fails))
     else:
