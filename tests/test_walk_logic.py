@@ -6,6 +6,7 @@ import struct
 import drgn
 import pytest
 
+from kho_inspect.decode.radix import leaf_runs
 from kho_inspect import cli
 from kho_inspect.abi import radix
 from kho_inspect.abi.common import KHO_PAGE_MAGIC
@@ -97,24 +98,22 @@ def test_radix_leaf_runs():
     key = radix.encode_key(0x40000000, 0)
     prefix = key & ~(radix.LEAF_BITS - 1)
     low = key & (radix.LEAF_BITS - 1)
-    runs = []
-    assert tracker._radix_leaf(_leaf([low, low + 1, low + 5]), prefix, "t",
-                               runs)
+    runs = leaf_runs(_leaf([low, low + 1, low + 5]), prefix, "t")
+    assert runs
     assert [tuple(r) for r in runs] == [(0x40000000, 0, 2),
                                         (0x40005000, 0, 1)]
 
 
 def test_radix_leaf_zero_prefix_orders():
     keys = [radix.encode_key(0, 40), radix.encode_key(1 << 52, 40)]
-    runs = []
-    tracker._radix_leaf(_leaf(keys), 0, "t", runs)
+    runs = leaf_runs(_leaf(keys), 0, "t")
     assert sorted(tuple(r) for r in runs) == [(0, 40, 1), (1 << 52, 40, 1)]
     with pytest.raises(KhoError, match="key 0"):
-        tracker._radix_leaf(_leaf([0]), 0, "t", [])
+        leaf_runs(_leaf([0]), 0, "t")
 
 
 def test_radix_leaf_empty():
-    assert not tracker._radix_leaf(bytes(radix.NODE_SIZE), 1 << 52, "t", [])
+    assert not leaf_runs(bytes(radix.NODE_SIZE), 1 << 52, "t")
 
 
 # -- one-line errors ----------------------------------------------------------

@@ -43,7 +43,7 @@ def decode_radix(mem, root_phys: int, generation: str) -> PreservedMap:
                         f"{path or 'root'}")
         pages.append(MapPage(phys, radix.NODE_SIZE, kind))
         if level == 0:
-            _leaf(data, prefix, where, runs)
+            runs.extend(leaf_runs(data, prefix, where))
             return
         if data == _ZERO:
             return
@@ -63,10 +63,18 @@ def decode_radix(mem, root_phys: int, generation: str) -> PreservedMap:
     return result
 
 
-def _leaf(data: bytes, prefix: int, where: str, runs: list) -> None:
+def leaf_runs(data: bytes, prefix: int, where: str) -> list:
+    """Decode one leaf bitmap whose keys start at *prefix* (the key bits the
+    tables above it index).
+
+    :returns: ``(phys, order, count)`` runs, ascending.
+    :raises KhoError: for key 0 or an order whose blocks overflow 64 bits;
+        *where* names the leaf.
+    """
     if prefix == 0:
         # Orders >= 38: the order bit falls inside this leaf, so each bit
         # may carry its own order. Decode bit by bit (at most 32768).
+        out = []
         for key in bits.set_bits(data):
             if key == 0:
                 raise KhoError(f"{where}: bit 0 is set; key 0 encodes no "
@@ -76,10 +84,7 @@ def _leaf(data: bytes, prefix: int, where: str, runs: list) -> None:
                 raise KhoError(f"{where}: bit {key} encodes order {order}: "
                                f"a block of 4096 << {order} bytes does not "
                                "fit in 64 bits")
-            runs.append(Run(phys, order, 1))
-        return
-    ob = prefix.bit_length() - 1
-    order = radix.ORDER_0_LOG2 - ob
-    shift = PAGE_SHIFT + order
-    runs.extend(bits.block_runs(data, (prefix ^ (1 << ob)) << shift, shift,
-                                order))
+            out.append(Run(phys, order, 1))
+        return out
+    base, order = radix.decode_key(prefix)
+    return bits.block_runs(data, base, PAGE_SHIFT + order, order)
