@@ -14,6 +14,7 @@ import sys
 
 from .. import fdt as fdtmod
 from .. import samples
+from ..abi import v1
 from ..decode import decode_handover, find_preserved_copy
 from ..errors import KhoError
 from ..image import write_image, page_ranges
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "--json\n")
     add_source_options(p)
     add_fdt_options(p)
-    p.add_argument("--bitmap-bytes", type=int, choices=(512, 4096),
+    p.add_argument("--bitmap-bytes", type=int,
+                   choices=v1.BITMAP_BYTES_CHOICES,
                    help="kho-v1 bitmap size, when neither the image, the "
                         "DWARF nor the kernel release tells")
     p.add_argument("--limit", type=int, default=40,
@@ -187,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_options(p)
     add_fdt_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE")
-    p.add_argument("--bitmap-bytes", type=int, choices=(512, 4096))
+    p.add_argument("--bitmap-bytes", type=int,
+                   choices=v1.BITMAP_BYTES_CHOICES)
     p.set_defaults(func=cmd_capture)
 
     for register in EXTRA_COMMANDS:
