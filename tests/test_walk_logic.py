@@ -173,16 +173,15 @@ def test_cli_missing_core(capsys, tmp_path):
 
 
 def test_missing_debug_info_names_files(monkeypatch):
-    class Src:
-        live, symbols = True, None
+    from kho_inspect.cli import source
+    src = source.Source("test")
+    src.prog = object()
 
-        def debug_program(self):
-            raise KhoError("missing kernel debug info: could not find vmlinux")
-
-        def release(self):
-            return "6.99.0"
+    def missing(prog, vmlinux):
+        raise KhoError("missing kernel debug info: could not find vmlinux")
+    monkeypatch.setattr(source.memory, "load_debug_info", missing)
     with pytest.raises(KhoError, match=r"looked for .*/boot/vmlinux-"):
-        cliw.debug_program(Src())
+        src.debug_program()
 
 
 def test_check_exit_status(monkeypatch, capsys):
@@ -202,10 +201,11 @@ def test_check_exit_status(monkeypatch, capsys):
 
 
 def test_symbols_file_missing(tmp_path):
-    class Src:
-        live, symbols = False, str(tmp_path / "vmlinux")
+    from kho_inspect.cli import source
+    src = source.Source("test", core="unused", symbols=str(tmp_path / "vmlinux"))
 
-        def debug_program(self):
-            raise AssertionError("must not be reached")
+    def program():
+        raise AssertionError("must not be reached")
+    src.program = program
     with pytest.raises(KhoError, match="-s .*vmlinux: no such file"):
-        cliw.debug_program(Src())
+        src.debug_program()

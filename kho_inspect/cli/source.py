@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import logging
 import os
 import sys
 
@@ -28,6 +29,20 @@ MAX_ROOT_FDT = 1 << 20
 
 def note(msg: str) -> None:
     print(f"kho-inspect: {msg}", file=sys.stderr)
+
+
+#: Debug-info files drgn's default search tries for the running kernel.
+_DEFAULT_VMLINUX = ("/usr/lib/debug/boot/vmlinux-{r}",
+                    "/usr/lib/debug/lib/modules/{r}/vmlinux",
+                    "/boot/vmlinux-{r}", "/lib/modules/{r}/build/vmlinux",
+                    "/lib/modules/{r}/vmlinux")
+
+
+def _looked_for(release: str | None) -> str:
+    if not release:
+        return ""
+    return " (looked for " + ", ".join(
+        p.format(r=release) for p in _DEFAULT_VMLINUX) + ")"
 
 
 @dataclasses.dataclass
@@ -55,14 +70,40 @@ class Source:
         return memory.PhysMemory(self.program(), self.description)
 
     def debug_program(self):
-        """The program with the kernel's DWARF loaded (walker needs it)."""
+        """The program with the kernel's DWARF loaded (the walker, and the
+        decoder's fallbacks, need it). Errors name the files looked for,
+        and a ``-s VMLINUX`` that drgn did not take (drgn only warns when
+        it is missing or from another build) is refused."""
+        if self.symbols and not os.path.isfile(self.symbols):
+            raise KhoError(f"-s {self.symbols}: no such file")
         prog = self.program()
-        if not self._debug_loaded:
-            if self.meta is not None:
-                raise KhoError("a handover image has no kernel state to walk; "
-                               "use a vmcore or the live kernel")
+        if self._debug_loaded:
+            return prog
+        if self.meta is not None:
+            raise KhoError("a handover image has no kernel state to walk; "
+                           "use a vmcore or the live kernel")
+        log = logging.getLogger("drgn")
+        level = log.level
+        log.setLevel(logging.ERROR)     # drgn's "ignoring" warnings: ours below
+        try:
             memory.load_debug_info(prog, self.symbols)
-            self._debug_loaded = True
+        except KhoError as e:
+            if self.symbols or "debug info" not in str(e):
+                raise
+            rel = os.uname().release if self.live else self.release()
+            raise KhoError(f"{e}{_looked_for(rel)}") from None
+        finally:
+            log.setLevel(level)
+        try:
+            status = prog.main_module().debug_file_status
+        except (LookupError, AttributeError):
+            status = None               # older drgn: nothing to check
+        if self.symbols and status is not None and \
+                status != memory.drgn.ModuleFileStatus.HAVE:
+            raise KhoError(f"-s {self.symbols}: drgn did not use it: it is "
+                           "not the vmlinux of this kernel (build ID "
+                           "differs)")
+        self._debug_loaded = True
         return prog
 
     def release(self) -> str | None:

@@ -9,7 +9,6 @@ exactly what the CLI prints.
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
 
 from tabulate import tabulate
@@ -50,61 +49,9 @@ def _note(prefix: str, text: str) -> str:
                          subsequent_indent="  ")
 
 
-#: Debug-info files drgn's default search tries for the running kernel.
-_DEFAULT_VMLINUX = ("/usr/lib/debug/boot/vmlinux-{r}",
-                    "/usr/lib/debug/lib/modules/{r}/vmlinux",
-                    "/boot/vmlinux-{r}", "/lib/modules/{r}/build/vmlinux",
-                    "/lib/modules/{r}/vmlinux")
-
-
-def _looked_for(release: str | None) -> str:
-    if not release:
-        return ""
-    return " (looked for " + ", ".join(
-        p.format(r=release) for p in _DEFAULT_VMLINUX) + ")"
-
-
-def debug_program(src):
-    """``src.debug_program()``, with one-line errors that name the files
-    looked for when the kernel's debug info is missing, and a check that a
-    ``-s VMLINUX`` was really taken (drgn only warns when it is absent or
-    belongs to another build)."""
-    import logging
-
-    import drgn
-    if src.symbols and not os.path.isfile(src.symbols):
-        raise KhoError(f"-s {src.symbols}: no such file")
-    log = logging.getLogger("drgn")
-    level = log.level
-    log.setLevel(logging.ERROR)      # drgn's "ignoring" warnings: ours below
-    try:
-        prog = src.debug_program()
-    except KhoError as e:
-        if src.symbols or "debug info" not in str(e):
-            raise
-        rel = os.uname().release if src.live else None
-        if rel is None:
-            try:
-                rel = src.release()
-            except KhoError:
-                rel = None
-        raise KhoError(f"{e}{_looked_for(rel)}") from None
-    finally:
-        log.setLevel(level)
-    try:
-        status = prog.main_module().debug_file_status
-    except (LookupError, AttributeError):
-        return prog                  # older drgn: nothing to check
-    if status != drgn.ModuleFileStatus.HAVE and src.symbols:
-        why = ("no such file" if not os.path.exists(src.symbols) else
-               "it is not the vmlinux of this kernel (build ID differs)")
-        raise KhoError(f"-s {src.symbols}: drgn did not use it: {why}")
-    return prog
-
-
 def _program(args):
     from .source import open_source
-    return debug_program(open_source(args))
+    return open_source(args).debug_program()
 
 
 def _guard(fn):
@@ -346,4 +293,4 @@ def register(sub) -> None:
 
 
 __all__ = ["register", "status_text", "tracker_text", "incoming_text",
-           "check_text", "debug_program"]
+           "check_text"]
