@@ -20,6 +20,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import cachelock
+
 HERE = Path(__file__).resolve().parent
 FRAGMENT = HERE / "kho.config"
 CACHE = Path(os.environ.get("KHO_VMTEST_CACHE",
@@ -239,6 +241,14 @@ def build(k: Kernel, jobs: int | None = None) -> Build:
     b = cached_build(k)
     if b:
         return b
+    with cachelock.locked(CACHE, f"kernel-{k.name}"):
+        return _build_locked(k, jobs)
+
+
+def _build_locked(k: Kernel, jobs: int | None) -> Build:
+    b = cached_build(k)
+    if b:
+        return b
     version, tar = fetch_source(k)
     out = CACHE / "kernels" / build_key(version)
     if (out / "done").exists():
@@ -269,8 +279,10 @@ def build(k: Kernel, jobs: int | None = None) -> Build:
                 raise RuntimeError(
                     f"{version}: the config did not take these options: "
                     f"{' '.join(missing)} (see {tree / '.config'})")
+            # "modules" too: it writes Module.symvers, which out-of-tree
+            # modules (vmtests/kmod) are built against.
             _run(["make", f"-j{jobs}", f"CC={cc}", "HOSTCC=gcc", "bzImage",
-                  "vmlinux"], cwd=tree, env=env, stdout=lf,
+                  "vmlinux", "modules"], cwd=tree, env=env, stdout=lf,
                  stderr=subprocess.STDOUT)
         except subprocess.CalledProcessError as e:
             tail = logf.read_text(errors="replace").splitlines()[-25:]

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cachelock
+
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("KHO_VMTEST_CACHE",
                             Path.home() / ".cache" / "kho-inspect"))
@@ -31,6 +33,9 @@ PACKAGES = sorted([
     "python3", "python3-drgn", "python3-bpfcc", "bpfcc-tools", "kexec-tools",
     "python3-pytest", "python3-tabulate", "procps", "util-linux", "mount",
     "kmod", "device-tree-compiler", "less", "file",
+    # bcc unpacks /sys/kernel/kheaders.tar.xz with xz; kdump saves with
+    # makedumpfile
+    "xz-utils", "makedumpfile",
 ])
 
 # Lives at /kho-init inside the rootfs; the kernel runs it as init.
@@ -83,6 +88,13 @@ def log(msg: str) -> None:
 def build() -> Path:
     """Return the cached rootfs, debootstrapping it first if needed."""
     out = path()
+    if (out / ".vmtests-done").exists():
+        return out
+    with cachelock.locked(CACHE, f"rootfs-{key()}"):
+        return _build_locked(out)
+
+
+def _build_locked(out: Path) -> Path:
     if (out / ".vmtests-done").exists():
         return out
     tmp = out.with_name(out.name + ".tmp")
