@@ -15,6 +15,9 @@ S5 runs vmtests/guest/walker_checks.py in both stages (drgn walker: tracker
 
 Everything the host judges is written as JSON into /results:
 stage1.json / stage2.json with {"scenarios": {name: {"status", "reason"}}}.
+A scenario that needs the kho_inspect CLI fails when the CLI does not run;
+"skip" is only for a kernel that lacks a feature, named in "lacks" (the host
+turns any other skip into a failure).
 """
 
 from __future__ import annotations
@@ -69,32 +72,37 @@ def result(status: str, reason: str = "", **extra) -> dict:
     return {"status": status, "reason": reason, **extra}
 
 
+def skipped(lacks: str, reason: str = "", **extra) -> dict:
+    """A skip: only for a kernel that lacks a feature, named in *lacks*."""
+    return result("skip", reason, lacks=lacks, **extra)
+
+
 # --------------------------------------------------------------------------
-# kho_inspect CLI (written by the package side; may not exist yet)
+# kho_inspect CLI
 
 
 def cli(*args, timeout=CLI_TIMEOUT) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "kho_inspect", *args], timeout=timeout)
 
 
-_cli_ok = None
+def cli_broken() -> str | None:
+    """Why ``python3 -m kho_inspect`` does not run in this guest, or None.
 
-
-def cli_available() -> tuple[bool, str]:
-    """HOOK: the kho_inspect CLI is called only when `--help` works."""
-    global _cli_ok
-    memo = RESULTS / "cli-available.json"   # stage 1 tells stage 2
-    if _cli_ok is None and memo.exists():
-        _cli_ok = tuple(json.loads(memo.read_text()))
-    if _cli_ok is None:
-        r = cli("--help", timeout=120)
-        if r.returncode == 0 and "map" in r.stdout:
-            _cli_ok = (True, "")
-        else:
-            _cli_ok = (False, "kho_inspect CLI not available yet: "
-                       + (r.stderr.strip().splitlines() or ["?"])[-1][:200])
-        write_json(memo.name, list(_cli_ok))
-    return _cli_ok
+    Every scenario that needs the CLI fails with this reason (a broken CLI
+    is a failure, never a skip). Stage 1 leaves the answer for stage 2.
+    """
+    memo = RESULTS / "cli-check.json"
+    if memo.exists():
+        return json.loads(memo.read_text())["broken"]
+    r = cli("--help", timeout=120)
+    if r.returncode == 0 and "map" in r.stdout:
+        broken = None
+    else:
+        broken = (f"kho_inspect CLI broken in the guest: --help rc="
+                  f"{r.returncode}: "
+                  + (r.stderr.strip().splitlines() or ["?"])[-1][:200])
+    write_json(memo.name, {"broken": broken})
+    return broken
 
 
 # --------------------------------------------------------------------------
@@ -213,20 +221,32 @@ def test_kho_truth(prog) -> dict:
 
 
 def check_map(truth: dict, mapj: dict) -> list[str]:
-    """Every test_kho folio must lie in a range of its own order."""
-    by_order = {}
+    """Where the map and test_kho's folios differ, over those folios' memory.
+
+    test_kho's list (its data folios and its FDT folio) is the whole truth
+    for the memory those folios cover, not for the map: other clients (the
+    root FDT, kexec-metadata, memblock, LUO, test_kho's vmalloc'd array)
+    preserve other memory. So the map's blocks that overlap any folio must
+    be exactly the folios: each folio a block of its own order, and no other
+    block (another order, a neighbour) inside one.
+    """
+    want = {(f["phys"], f["order"]): f["what"] for f in truth["folios"]}
+    extents = sorted((p, p + (4096 << o)) for p, o in want)
+    got = set()
     for r in mapj.get("ranges", []):
-        by_order.setdefault(int(r["order"]), []).append(r)
-    missing = []
-    for f in truth["folios"]:
-        p, o = f["phys"], f["order"]
-        block = 4096 << o
-        ok = any(r["phys"] <= p < r["phys"] + r["count"] * block
-                 and (p - r["phys"]) % block == 0
-                 for r in by_order.get(o, []))
-        if not ok:
-            missing.append(f"{f['what']} {p:#x}/order {o}")
-    return missing
+        rp, bs = int(r["phys"]), 4096 << int(r["order"])
+        rend = rp + int(r["count"]) * bs
+        for a, b in extents:
+            if a < rend and rp < b:
+                first = max(0, (a - rp) // bs)
+                last = min(int(r["count"]), (b - rp + bs - 1) // bs)
+                got.update((rp + i * bs, int(r["order"]))
+                           for i in range(first, last))
+    out = [f"{want[b]} {b[0]:#x}/order {b[1]} missing"
+           for b in sorted(set(want) - got)]
+    out += [f"map block {p:#x}/order {o} overlaps test_kho's folios"
+            for p, o in sorted(got - set(want))]
+    return out
 
 
 def fdt_header(path: Path) -> tuple[int, int]:
@@ -274,12 +294,12 @@ def stage1(args: dict) -> None:
         res["truth_error"] = f"{type(e).__name__}: {e}"
     res["timings"]["truth"] = round(time.monotonic() - t, 1)
 
-    ok, why = cli_available()
-    # ---- S1
-    if not want & {"S1", "S3"}:
+    broken = cli_broken()
+    # ---- S1 (its live map is what S3 and S4 compare with on the host)
+    if not want & {"S1", "S3", "S4"}:
         pass
-    elif not ok:
-        sc["S1"] = result("skip", why)
+    elif broken:
+        sc["S1"] = result("fail", broken)
     else:
         outfdt = DEBUGFS_KHO / "out" / "fdt"
         sources = [("live", [])]
@@ -293,7 +313,7 @@ def stage1(args: dict) -> None:
         else:
             res["debugfs_note"] = "out/fdt absent"
         sources.append(("kcore", ["--core", "/proc/kcore", "-s", VMLINUX]))
-        fails, details = [], {}
+        fails, details, ranges = [], {}, {}
         for name, opts in sources:
             t = time.monotonic()
             r = cli("map", "--json", *opts)
@@ -313,7 +333,13 @@ def stage1(args: dict) -> None:
             details[name] = {"generation": mapj.get("generation"),
                              "bitmap_bytes": mapj.get("bitmap_bytes"),
                              "ranges": len(mapj.get("ranges", [])),
-                             "missing": missing[:20]}
+                             "differences": missing[:20]}
+            # every source reads the same map at the same time
+            if name != "live" and "live" in ranges and \
+                    mapj.get("ranges") != ranges["live"]:
+                fails.append(f"{name}: ranges differ from the default live "
+                             "source's")
+            ranges[name] = mapj.get("ranges")
             misaligned = [r for r in mapj.get("ranges", [])
                           if r["phys"] % (4096 << int(r["order"]))]
             if misaligned:
@@ -326,9 +352,9 @@ def stage1(args: dict) -> None:
                              f" but DWARF sizeof(struct kho_mem_phys_bits)"
                              f" = {want_bb}")
             if missing and truth:
-                fails.append(f"{name}: {len(missing)} of "
-                             f"{len(truth['folios'])} test_kho folios missing,"
-                             f" e.g. {missing[0]}")
+                fails.append(f"{name}: map != test_kho's {len(truth['folios'])}"
+                             f" folios over their memory ({len(missing)} "
+                             f"differences, e.g. {missing[0]})")
         note = res.get("debugfs_note", "")
         if truth is None:
             fails.insert(0, "no ground truth: " + res["truth_error"])
@@ -336,16 +362,16 @@ def stage1(args: dict) -> None:
             sc["S1"] = result("fail", "; ".join(fails), sources=details)
         else:
             sc["S1"] = result(
-                "pass", f"{len(truth['folios'])} folios found via "
-                + "+".join(details) + (f" ({note})" if note else ""),
-                sources=details)
+                "pass", f"{len(truth['folios'])} test_kho folios == the map "
+                "over their memory, via " + "+".join(details)
+                + (f" ({note})" if note else ""), sources=details)
     write_json("stage1.json", res)
 
     # ---- S4: capture a handover image
     if "S4" not in want:
         pass
-    elif not ok:
-        sc["S4"] = result("skip", why)
+    elif broken:
+        sc["S4"] = result("fail", broken)
     else:
         t = time.monotonic()
         r = cli("capture", "-o", str(RESULTS / "capture.core"))
@@ -389,7 +415,7 @@ def stage1(args: dict) -> None:
 
     # ---- S5 (stage-1 half): the drgn walker against the decoder and test_kho
     if "S5" in want:
-        sc["S5"] = walker_scenario()
+        sc["S5"] = walker_scenario(broken)
         write_json("stage1.json", res)
 
     # ---- S2: kexec into the same kernel, stage 2
@@ -459,10 +485,10 @@ def stage2(args: dict) -> None:
     res["in_sub_fdts"] = sorted(os.listdir(subs)) if subs.exists() else None
     if "kho_test" not in (res["in_sub_fdts"] or []):
         fails.append(f"kho_test not in in/sub_fdts ({res['in_sub_fdts']})")
-    ok, why = cli_available()
+    broken = cli_broken()
     notes = []
-    if not ok:
-        notes.append(why)
+    if broken:
+        fails.append(broken)
     elif infdt.exists():
         t = time.monotonic()
         r = cli("fdt", "--json", "--fdt", str(RESULTS / "in-fdt.bin"))
@@ -508,12 +534,15 @@ def stage2(args: dict) -> None:
             "pass", good[0].split("]", 1)[-1].strip()
             + (" (" + "; ".join(notes) + ")" if notes else ""))
     if "S5" in set(args.get("scen", "S5").split(",")):
-        res["scenarios"]["S5"] = walker_scenario()
+        res["scenarios"]["S5"] = walker_scenario(broken)
     write_json("stage2.json", res)
 
 
-def walker_scenario() -> dict:
-    """S5: run vmtests/guest/walker_checks.py in this guest (either stage)."""
+def walker_scenario(cli_broken_why: str | None) -> dict:
+    """S5: run vmtests/guest/walker_checks.py in this guest (either stage);
+    it runs ``check``, ``tracker`` and ``map`` through the CLI too."""
+    if cli_broken_why:
+        return result("fail", cli_broken_why)
     t = time.monotonic()
     try:
         import walker_checks
@@ -523,7 +552,8 @@ def walker_scenario() -> dict:
         return result("fail", f"walker_checks: {type(e).__name__}: {e}")
     log(f"walker checks: {out.get('status')} in "
         f"{time.monotonic() - t:.1f}s")
-    return result(out.get("status", "fail"), out.get("reason", ""))
+    extra = {"lacks": out["lacks"]} if out.get("lacks") else {}
+    return result(out.get("status", "fail"), out.get("reason", ""), **extra)
 
 
 def main() -> int:

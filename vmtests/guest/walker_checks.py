@@ -17,7 +17,9 @@
   vmalloc'd info array, LUO, ...) are listed, not failed.
 
 Returns ``{"status": "pass"|"fail"|"skip", "reason": str, ...details}`` and
-writes the same to ``results_dir/walker-stage<N>.result.json``.
+writes the same to ``results_dir/walker-stage<N>.result.json``. "skip" comes
+only with ``"lacks"``, the kernel feature missing (stage 2 on 6.16/6.17:
+no KHO_PAGE_MAGIC, so the markers cannot be enumerated).
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def stage2(prog, results: Path) -> dict:
     from kho_inspect.walk import incoming_state, preserved_markers
     saved_path = results / "walker-stage1.json"
     if not saved_path.exists():
-        return {"status": "skip", "reason": "no walker-stage1.json from "
+        return {"status": "fail", "reason": "no walker-stage1.json from "
                 "stage 1"}
     saved = json.loads(saved_path.read_text())
     pre = {tuple(b) for b in saved["blocks"]}
@@ -172,8 +174,11 @@ def stage2(prog, results: Path) -> dict:
     info["scan"] = {k: v for k, v in scan.as_json().items()
                     if k != "markers"}
     if scan.markers is None:
-        return {"status": "skip" if not fails else "fail",
-                "reason": "; ".join(fails + [scan.note]), **info}
+        if fails:
+            return {"status": "fail", "reason": "; ".join(fails + [scan.note]),
+                    **info}
+        return {"status": "skip", "reason": scan.note,
+                "lacks": "KHO_PAGE_MAGIC in page->private (6.18+)", **info}
     marked = _blocks(scan.markers)
     info["markers"] = len(marked)
     extra = marked - pre

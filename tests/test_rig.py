@@ -1,0 +1,262 @@
+"""The vmtest rig's verdicts, without QEMU.
+
+``vmtests/run`` is driven through its ``main()`` with the QEMU boot replaced
+by the guest's own ``stage.py`` run in this process: the kernel side (drgn's
+test_kho truth, debugfs, dmesg, kexec, the walker) is faked, the
+``kho_inspect`` CLI the rig calls (``python3 -m kho_inspect``, in the guest
+and on the host) is a stand-in package: one that answers like a working CLI
+(the control: everything passes, exit 0), and one whose import fails, as a
+broken CLI would. A broken CLI must fail every scenario that needs it and
+make ``vmtests/run``, hence ``./run-tests``, exit non-zero.
+"""
+
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VMTESTS = ROOT / "vmtests"
+GUEST = VMTESTS / "guest"
+SCENARIOS = ["S1", "S2", "S3", "S4", "S5"]
+
+# What the fake kernel preserved: test_kho's folios (and its FDT folio),
+# plus a block of another client at 0x2000000.
+TRUTH = {"members": ["fake"], "nr_folios": 2, "bitmap_bytes": None,
+         "source": "fake", "nr_folios_preserved": 2, "folios_info_checked": 0,
+         "folios": [{"phys": 0x2001000, "order": 0, "what": "folio[0]"},
+                    {"phys": 0x2200000, "order": 9, "what": "folio[1]"},
+                    {"phys": 0x2400000, "order": 1, "what": "fdt"}]}
+MAP = {"generation": "kho-v4", "bitmap_bytes": None, "map_phys": 0x1000000,
+       "ranges": [{"phys": 0x2000000, "order": 0, "count": 2, "size": 8192},
+                  {"phys": 0x2200000, "order": 9, "count": 1,
+                   "size": 0x200000},
+                  {"phys": 0x2400000, "order": 1, "count": 1, "size": 8192}]}
+FDT = {"generation": "kho-v4", "root": {"compatible": "kho-v4"},
+       "subnodes": [{"name": "kho_test", "phys": 0x2400000}]}
+
+WORKING_MAIN = """\
+import json, sys
+from pathlib import Path
+data = json.loads(Path(__file__).with_name("data.json").read_text())
+argv = sys.argv[1:]
+if "--help" in argv:
+    print("usage: kho-inspect {map,fdt,capture,status,tracker,incoming,check}")
+elif argv[0] in ("map", "tracker"):
+    print(json.dumps(data["map"]))
+elif argv[0] == "fdt":
+    print(json.dumps(data["fdt"]))
+elif argv[0] == "check":
+    print("OK: tracker == map")
+elif argv[0] == "capture":
+    Path(argv[argv.index("-o") + 1]).write_bytes(b"stand-in handover image")
+else:
+    sys.exit(f"kho-inspect: unknown command {argv[0]}")
+"""
+
+BROKEN_MAIN = """\
+raise ImportError("deliberately broken kho_inspect CLI")
+"""
+
+
+def _load(name: str, path: Path):
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    mod = importlib.util.module_from_spec(
+        importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def rig(monkeypatch):
+    """(vmtests/run, stage, walker_checks) modules, imported fresh."""
+    monkeypatch.syspath_prepend(str(GUEST))
+    monkeypatch.syspath_prepend(str(VMTESTS))
+    for name in ("stage", "walker_checks"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import stage
+    import walker_checks
+    return _load("vmtests_run", VMTESTS / "run"), stage, walker_checks
+
+
+def stand_in_cli(where: Path, main: str) -> Path:
+    """A directory holding a ``kho_inspect`` package with this __main__."""
+    pkg = where / "kho_inspect"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(main)
+    (pkg / "data.json").write_text(json.dumps({"map": MAP, "fdt": FDT}))
+    return where
+
+
+def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
+    """vmtests/run main() on one fake kernel; returns (exit status,
+    {scenario: (status, reason)})."""
+    run_mod, stage, walker_checks = rig
+    debugfs = tmp_path / "debugfs"
+    (debugfs / "in" / "sub_fdts").mkdir(parents=True)
+    (debugfs / "in" / "fdt").write_bytes(b"\xd0\x0d\xfe\xed stand-in")
+    (debugfs / "in" / "sub_fdts" / "kho_test").write_bytes(b"")
+    real_run = stage.run
+
+    def guest_run(cmd, *a, **kw):
+        if cmd[0] == "kexec":           # no kexec here: stage 2 is called
+            r = subprocess.CompletedProcess(cmd, 0, "", "")
+            r.elapsed = 0.0
+            return r
+        return real_run(cmd, *a, **kw)
+
+    monkeypatch.setattr(stage, "DEBUGFS_KHO", debugfs)
+    monkeypatch.setattr(stage, "dmesg", lambda: (
+        "[    1.0] KHO: test_kho: KHO restore succeeded\n"))
+    monkeypatch.setattr(stage, "drgn_program", lambda: None)
+    monkeypatch.setattr(stage, "test_kho_truth", lambda prog: TRUTH)
+    monkeypatch.setattr(stage, "run", guest_run)
+    monkeypatch.setattr(walker_checks, "run", lambda results: {
+        "status": "pass", "reason": "stand-in walker checks"})
+    # the guest runs `python3 -m kho_inspect` from its cwd and PYTHONPATH
+    monkeypatch.chdir(guest_cli)
+    monkeypatch.setenv("PYTHONPATH", str(guest_cli))
+
+    def boot(kr):
+        """KernelRun.run without QEMU: both guest stages, then the judge."""
+        kr.results.mkdir(parents=True)
+        monkeypatch.setattr(stage, "RESULTS", kr.results)
+        scen = ",".join(kr.scen)
+        (kr.results / "dump-done").write_text("ok\n")   # the host's ack
+        stage.stage1({"stage": "1", "dump": "1", "scen": scen})
+        vmcore = kr.dir / "vmcore.elf"
+        vmcore.write_bytes(b"stand-in vmcore")
+        stage.stage2({"stage": "2", "scen": scen})
+        kr.qemu_rc, kr.timeout = 0, None
+        kr.judge(vmcore, None)
+
+    build = types.SimpleNamespace(version="7.3.4", dir=tmp_path,
+                                  vmlinux=tmp_path / "vmlinux",
+                                  bzimage=tmp_path / "bzImage")
+    monkeypatch.setattr(run_mod, "host_setup", lambda: tmp_path / "rootfs")
+    monkeypatch.setattr(run_mod, "PROJECT", host_cli)    # host CLI's cwd
+    monkeypatch.setattr(run_mod, "SAMPLES", tmp_path / "samples")
+    monkeypatch.setattr(run_mod.kernels, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(run_mod.kernels, "select", lambda spec: [
+        types.SimpleNamespace(name="7.3")])
+    monkeypatch.setattr(run_mod.kernels, "cached_build", lambda k: build)
+    monkeypatch.setattr(run_mod.KernelRun, "run", boot)
+    rc = run_mod.main(["--kernel", "7.3"])
+    (summary,) = (tmp_path / "cache" / "runs").glob("*/summary.json")
+    verdicts = json.loads(summary.read_text())["kernels"]["7.3"]["verdicts"]
+    return rc, {s: tuple(v) for s, v in verdicts.items()}
+
+
+def test_working_cli_passes_everything(rig, monkeypatch, tmp_path):
+    """The control: with a CLI that answers, the same rig passes."""
+    cli = stand_in_cli(tmp_path / "cli", WORKING_MAIN)
+    rc, verdicts = run_rig(rig, monkeypatch, tmp_path, cli, cli)
+    assert {s: v[0] for s, v in verdicts.items()} == {
+        s: "pass" for s in SCENARIOS}, verdicts
+    assert rc == 0
+    assert (tmp_path / "samples" / "7.3.4.core").exists()
+
+
+def test_broken_cli_fails_every_scenario(rig, monkeypatch, tmp_path):
+    cli = stand_in_cli(tmp_path / "cli", BROKEN_MAIN)
+    rc, verdicts = run_rig(rig, monkeypatch, tmp_path, cli, cli)
+    assert {s: v[0] for s, v in verdicts.items()} == {
+        s: "fail" for s in SCENARIOS}, verdicts
+    for s, (_, reason) in verdicts.items():
+        assert "kho_inspect CLI broken" in reason, (s, reason)
+    assert rc == 1
+
+
+def test_broken_host_cli_fails_s3_and_s4(rig, monkeypatch, tmp_path):
+    """The guest's CLI works; the host's does not: the host's own checks
+    (S3 decodes the vmcore, S4 the captured image) fail."""
+    good = stand_in_cli(tmp_path / "good", WORKING_MAIN)
+    bad = stand_in_cli(tmp_path / "bad", BROKEN_MAIN)
+    rc, verdicts = run_rig(rig, monkeypatch, tmp_path, good, bad)
+    assert {s: v[0] for s, v in verdicts.items()} == {
+        "S1": "pass", "S2": "pass", "S3": "fail", "S4": "fail",
+        "S5": "pass"}, verdicts
+    assert "CLI broken on the host" in verdicts["S3"][1]
+    assert "CLI broken on the host" in verdicts["S4"][1]
+    assert rc == 1
+
+
+def _kernel_run(run_mod, tmp_path, scen=("S1", "S5")):
+    k = types.SimpleNamespace(name="7.3")
+    b = types.SimpleNamespace(version="7.3.4")
+    kr = run_mod.KernelRun(k, b, tmp_path, tmp_path, list(scen), False)
+    kr.results.mkdir(parents=True)
+    kr.qemu_rc, kr.timeout = 0, None
+    return kr
+
+
+def test_skip_must_name_the_missing_kernel_feature(rig, tmp_path):
+    run_mod = rig[0]
+    kr = _kernel_run(run_mod, tmp_path)
+    (kr.results / "stage1.json").write_text(json.dumps({"scenarios": {
+        "S1": {"status": "skip", "reason": "could not tell"},
+        "S5": {"status": "pass", "reason": "stage 1 ok"}}}))
+    (kr.results / "stage2.json").write_text(json.dumps({"scenarios": {
+        "S5": {"status": "skip", "reason": "bare orders",
+               "lacks": "KHO_PAGE_MAGIC in page->private (6.18+)"}}}))
+    kr.scen.append("S2")
+    kr.judge(tmp_path / "no-vmcore", None)
+    assert kr.out["S1"][0] == "fail"
+    assert "without naming a missing kernel feature" in kr.out["S1"][1]
+    # stage 1 checked, stage 2 impossible on this kernel: named, so S5 holds
+    assert kr.out["S5"][0] == "pass"
+    assert "KHO_PAGE_MAGIC" in kr.out["S5"][1]
+    kr.set("S1", "skip", "no finalize", lacks="debugfs out/finalize")
+    assert kr.out["S1"] == ("skip", "kernel lacks debugfs out/finalize: "
+                                    "no finalize")
+    kr.set("S1", "maybe", "?")
+    assert kr.out["S1"][0] == "fail"
+
+
+def test_exit_status(rig, tmp_path, capsys):
+    run_mod = rig[0]
+    kr = _kernel_run(run_mod, tmp_path)
+
+    def rows(*statuses):
+        return [[f"7.3 (7.3.4)", f"S{i} x", st, "", "why"]
+                for i, st in enumerate(statuses, 1)]
+    assert run_mod.finish(rows("pass", "skip"), [kr], tmp_path) == 0
+    assert run_mod.finish(rows("pass", "FAIL"), [kr], tmp_path) == 1
+    assert run_mod.finish(rows("skip", "skip"), [kr], tmp_path) == 1
+    assert run_mod.finish(rows("not run"), [], tmp_path) == 1
+    assert "nothing passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ranges, want", [
+    (MAP["ranges"], []),
+    # the map's folio at another order
+    ([{"phys": 0x2000000, "order": 0, "count": 2},
+      {"phys": 0x2200000, "order": 8, "count": 2},
+      {"phys": 0x2400000, "order": 1, "count": 1}],
+     ["folio[1] 0x2200000/order 9 missing",
+      "map block 0x2200000/order 8 overlaps test_kho's folios",
+      "map block 0x2300000/order 8 overlaps test_kho's folios"]),
+    # an extra block inside test_kho's FDT folio
+    (MAP["ranges"] + [{"phys": 0x2401000, "order": 0, "count": 1}],
+     ["map block 0x2401000/order 0 overlaps test_kho's folios"]),
+    # a folio missing; other clients' blocks elsewhere are not differences
+    ([{"phys": 0x2000000, "order": 0, "count": 1},
+      {"phys": 0x2200000, "order": 9, "count": 1},
+      {"phys": 0x2400000, "order": 1, "count": 1},
+      {"phys": 0x9000000, "order": 3, "count": 5}],
+     ["folio[0] 0x2001000/order 0 missing"]),
+])
+def test_check_map_is_equality_over_test_kho_memory(rig, ranges, want):
+    assert rig[1].check_map(TRUTH, {"ranges": ranges}) == want
+
+
+def test_run_help():
+    r = subprocess.run([sys.executable, str(VMTESTS / "run"), "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--kernel" in r.stdout, r.stderr
