@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import run_dtc
-from helpers import (PAGE, bitmap, chunk_page, encode_radix, encode_v1,
-                     kho_dts, mem, table, u64le)
+from abi_encode import encode_radix, encode_v1
+from helpers import PAGE, bitmap, chunk_page, kho_dts, mem, table, u64le
 from kho_inspect.decode import decode_handover
 from kho_inspect.decode.chunks import decode_chunks
 from kho_inspect.decode.radix import decode_radix
@@ -127,6 +127,12 @@ def test_v1_overflowing_range():
     ("key1", "order 52"),
     ("key0", "key 0"),
     ("outside", "cannot read"),
+    ("unaligned", r"root at phys 0x100000: entry 2 -> 0x101008 is not "
+                  "page-aligned"),
+    ("shared-leaf", r"radix-table 2/0/0/1 at phys 0x106000: entry 0 -> "
+                    "0x105000 is a node reached twice"),
+    ("cycle", r"radix-table 0/0 at phys 0x102000: entry 3 -> 0x100000 is a "
+              "node reached twice"),
 ])
 def test_radix_bad_input(case, msg):
     chain = [(0x101000, table({0: 0x102000})), (0x102000, table({0: 0x103000})),
@@ -139,9 +145,54 @@ def test_radix_bad_input(case, msg):
         "key0": [(0x100000, table({0: 0x101000}))] + chain
                 + [(0x105000, bitmap({0}, PAGE))],
         "outside": [(0x100000, table({1: 0xdead000}))],
+        # a table pointer 8 bytes into a page: an unaligned node would
+        # overlap two pages and let one page be decoded many times
+        "unaligned": [(0x100000, table({2: 0x101008})),
+                      (0x101000, bytes(PAGE))],
+        # L2 0x103000 has two L1 tables (entries 0, 1) whose entry 0 is the
+        # same leaf page 0x105000
+        "shared-leaf": [(0x100000, table({2: 0x101000})),
+                        (0x101000, table({0: 0x102000})),
+                        (0x102000, table({0: 0x103000})),
+                        (0x103000, table({0: 0x104000, 1: 0x106000})),
+                        (0x104000, table({0: 0x105000})),
+                        (0x106000, table({0: 0x105000})),
+                        (0x105000, bitmap({7}, PAGE))],
+        # L3 points back at the root
+        "cycle": [(0x100000, table({0: 0x101000})),
+                  (0x101000, table({0: 0x102000})),
+                  (0x102000, table({3: 0x100000}))],
     }[case]
     with pytest.raises(KhoError, match=msg):
         decode_radix(mem(segs), 0x100000, "kho-v3")
+
+
+def test_radix_unaligned_root():
+    segs = [(0x100000, table({}))]
+    with pytest.raises(KhoError, match="radix root 0x100800 is not 4096-byte "
+                                       "aligned"):
+        decode_radix(mem(segs), 0x100800, "kho-v3")
+
+
+def test_radix_work_is_bounded_by_distinct_pages():
+    # every entry of an L4 table names the same L3 page: a walk that
+    # followed them would decode that subtree 512 times from 4 pages
+    segs = [(0x100000, table({2: 0x101000})),
+            (0x101000, table({i: 0x102000 for i in range(512)})),
+            (0x102000, table({0: 0x103000})),
+            (0x103000, bitmap(range(4096), PAGE))]
+    reads = []
+    m = mem(segs)
+    real = m.read
+
+    def counting(phys, size, what):
+        reads.append(phys)
+        return real(phys, size, what)
+    m.read = counting
+    with pytest.raises(KhoError, match="entry 510 -> 0x102000 is a node "
+                                       "reached twice"):
+        decode_radix(m, 0x100000, "kho-v3")
+    assert reads == [0x100000, 0x101000]   # refused before any descent
 
 
 def test_fault_names_address():
