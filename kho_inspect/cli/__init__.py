@@ -225,3 +225,4 @@ def entry() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())
 from .walker import register as _walker; EXTRA_COMMANDS.append(_walker)  # noqa: E402,E702 (walker commands)
+from .trace import register as _trace; EXTRA_COMMANDS.append(_trace)  # noqa: E402,E702 (bcc tracer)

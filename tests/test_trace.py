@@ -1,0 +1,199 @@
+"""The tracer's pure parts: probe choice, the split rule, the model, the
+restore checks, event fields, and its one-line errors. The BPF side runs in
+the vmtests (S6) on real kernels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+
+from kho_inspect.cli import trace as ctrace
+from kho_inspect.trace import model, probes, program
+from kho_inspect.trace.session import Event
+
+# What each release's available_filter_functions held for KHO (the names of
+# the vmtest kernels, written out by hand, not derived from the catalogue).
+V617 = {"kho_preserve_folio", "kho_preserve_phys", "kho_restore_folio",
+        "kho_add_subtree", "register_kho_notifier", "kho_fill_kimage",
+        "__kho_preserve_order.constprop.0", "kho_retrieve_subtree"}
+V619 = {"kho_preserve_folio", "kho_preserve_pages", "kho_preserve_vmalloc",
+        "kho_unpreserve_folio", "kho_unpreserve_pages",
+        "kho_unpreserve_vmalloc", "kho_alloc_preserve",
+        "kho_alloc_preserve.part.0", "kho_unpreserve_free",
+        "kho_restore_free", "kho_restore_folio", "kho_restore_pages",
+        "kho_restore_vmalloc", "kho_add_subtree", "kho_remove_subtree",
+        "kho_fill_kimage", "__kho_preserve_order", "__kho_unpreserve_order"}
+V73 = (V619 - {"__kho_preserve_order", "__kho_unpreserve_order"}) | {
+    "kho_radix_add_key", "kho_radix_del_key", "kho_radix_init_tree"}
+
+
+def _probed(av):
+    return {p.func.name: p.symbol for p in probes.resolve(av).probes}
+
+
+def test_resolve_617_clone_and_notifier_form():
+    plan = probes.resolve(V617)
+    got = _probed(V617)
+    assert got["__kho_preserve_order"] == "__kho_preserve_order.constprop.0"
+    assert "kho_preserve_pages" not in got
+    add = [p for p in plan.probes if p.func.name == "kho_add_subtree"][0]
+    assert add.func.args == ("ser", "name", "ptr")
+    assert not plan.radix
+    assert {n for n, _ in plan.missing} >= {"kho_preserve_pages",
+                                            "__kho_unpreserve_order"}
+    # the radix recording functions are not "missing" on a kho-v1 kernel
+    assert not any(n.startswith("kho_radix") for n, _ in plan.missing)
+
+
+def test_resolve_619_counts_a_clone_once():
+    got = _probed(V619)
+    assert got["kho_alloc_preserve"] == "kho_alloc_preserve"
+    add = [p for p in probes.resolve(V619).probes
+           if p.func.name == "kho_add_subtree"][0]
+    assert add.func.args == ("name", "ptr")
+
+
+def test_resolve_73_key_recording_and_blob_form():
+    plan = probes.resolve(V73)
+    got = _probed(V73)
+    assert plan.radix
+    assert got["kho_radix_add_key"] == "kho_radix_add_key"
+    assert "kho_radix_add_page" not in got
+    assert not any(n == "kho_radix_add_page" for n, _ in plan.missing)
+    add = [p for p in plan.probes if p.func.name == "kho_add_subtree"][0]
+    assert add.func.args == ("name", "ptr", "size")
+
+
+def test_symbol_for_prefers_plain_then_not_part():
+    assert probes.symbol_for("f", {"f", "f.constprop.0"}) == "f"
+    assert probes.symbol_for("f", {"f.part.0", "f.isra.0"}) == "f.isra.0"
+    assert probes.symbol_for("f", {"f.cold"}) is None
+    assert probes.symbol_for("f", {"fg.constprop.0"}) is None
+
+
+@pytest.mark.parametrize("pfn,nr,want", [
+    (0x800, 2048, [(0x800, 11)]),              # 8 MiB aligned: one order 11
+    (3, 5, [(3, 0), (4, 2)]),
+    (0x1008, 24, [(0x1008, 3), (0x1010, 4)]),
+    (0, 3, [(0, 1), (2, 0)]),
+    (0x400, 1, [(0x400, 0)]),
+])
+def test_split_run_table(pfn, nr, want):
+    assert model.split_run(pfn, nr) == want
+
+
+def _ev(fn, a0=0, a1=0, a2=0, ret=0, parent=0, ts=0, radix=False):
+    av = V73 if radix else V619
+    plan = probes.resolve(av)
+    p = [x for x in plan.probes if x.func.name == fn][0]
+    return Event(ts=ts, lat=1000, probe=p, a0=a0, a1=a1, a2=a2, ret=ret,
+                 rec_pfn=None, rec_order=None, rec_n=0, pid=1, tid=1,
+                 comm="t", parent=parent, stack=-1)
+
+
+def test_replay_recording_filters_the_other_tree():
+    out, busy = 0xffff1000, 0xffff2000
+    key = (1 << (52 - 2)) | (0x40000 >> (12 + 2))    # phys 0x40000 order 2
+    evs = [
+        _ev("kho_radix_add_key", out, key, parent=1, ts=1, radix=True),
+        _ev("kho_radix_add_key", busy, 5, parent=0, ts=2, radix=True),
+        _ev("kho_radix_add_key", out, (1 << 52) | 0x99, ts=3, radix=True),
+        _ev("kho_radix_del_key", out, (1 << 52) | 0x99, ts=4, radix=True),
+    ]
+    m = model.replay(evs, True)
+    assert m.added == {(0x40000, 2)}
+    assert m.removed == set()
+
+
+def test_replay_v1_and_failed_adds():
+    evs = [_ev("__kho_preserve_order", 7, 0x10, 1, parent=1, ts=1),
+           _ev("__kho_preserve_order", 7, 0x20, 0, ret=-12, parent=1, ts=2),
+           _ev("__kho_unpreserve_order", 7, 0x30, 0, parent=1, ts=3)]
+    m = model.replay(evs, True)
+    assert m.added == {(0x10000, 1)}
+    assert m.removed == {(0x30000, 0)}
+
+
+def test_compare_names_each_difference():
+    m = model.Model(added={(0x1000, 0), (0x2000, 1)})
+    before = {(0x9000, 0)}
+    after = {(0x9000, 0), (0x1000, 0), (0x5000, 0)}
+    d = model.compare(m, before, after)
+    assert d == ["0x5000 order 0: in the tracker, not traced",
+                 "0x2000 order 1: traced, not in the tracker"]
+    assert model.compare(model.Model(added={(0x1000, 0), (0x5000, 0)}),
+                         before, after) == []
+
+
+def test_event_fields_and_restore_flags():
+    ev = _ev("kho_restore_pages", 0x800000, 2048, ret=0xffff888000000000,
+             radix=True)
+    f = ctrace.event_fields(ev)
+    assert f == {"phys": 0x800000, "order": None, "nr_pages": 2048,
+                 "size": 8 << 20}
+    chk = ctrace.RestoreCheck({0x800000: 11})
+    found = chk.findings(ev, f)
+    assert found == ["0x800000 order 11 > MAX_PAGE_ORDER 10 (accepted: "
+                     "reaches prep_compound_page)"]
+    ev2 = _ev("kho_restore_folio", 0x5000, ret=0)
+    f2 = ctrace.event_fields(ev2)
+    assert chk.findings(ev2, f2) == [
+        "0x5000 was not preserved (no KHO marker)"]
+    ev3 = _ev("kho_restore_folio", 0x800000, ret=0)
+    assert ctrace.RestoreCheck({0x800000: 11}).findings(
+        ev3, ctrace.event_fields(ev3))[0].endswith("(kernel refused)")
+
+
+def test_generate_mixes_mechanisms():
+    plan = probes.resolve(V617)
+    text = program.generate(plan, program.Options(summary=True, hist=True),
+                            kfunc={"kho_preserve_folio"})
+    assert "KFUNC_PROBE(kho_preserve_folio, u64 a0)" in text
+    assert "KRETFUNC_PROBE(kho_preserve_folio, u64 a0, long ret)" in text
+    clone = [p for p in plan.probes if p.clone][0]
+    e, r = program.handler_names(clone)
+    assert f"int {e}(struct pt_regs *ctx)" in text
+    assert "BPF_HISTOGRAM(hist" in text and "BPF_HASH(summary" in text
+    assert "KFUNC_PROBE(__kho_preserve_order" not in text
+    # void functions have no return value to read in fexit
+    plan9 = probes.resolve(V619)
+    t9 = program.generate(plan9, program.Options(),
+                          kfunc={"kho_unpreserve_folio"})
+    assert "KRETFUNC_PROBE(kho_unpreserve_folio, u64 a0)" in t9
+
+
+def test_log2_hist_rendering(capsys):
+    ctrace.print_log2({3: 4, 5: 2}, "nsecs", sys.stdout)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["8", "->", "15", ":", "4", "|" + "*" * 40 + "|"]
+    assert len(out) == 4 and all(len(ln) <= 80 for ln in out)
+
+
+def test_cli_one_line_without_kho(tmp_path):
+    # this host runs a kernel without KHO: one line, exit 2
+    r = subprocess.run([sys.executable, "-m", "kho_inspect", "trace"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "error:" in r.stderr
+
+
+def test_missing_bcc_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bcc", None)
+    from kho_inspect.errors import KhoError
+    from kho_inspect.trace import session
+    with pytest.raises(KhoError, match="python3-bpfcc"):
+        session.import_bcc()
+
+
+def test_interval_needs_a_mode(monkeypatch):
+    monkeypatch.setattr(probes, "available_functions",
+                        lambda: (V619, "test"))
+    args = types.SimpleNamespace(list=False, interval=5, summary=False,
+                                 hist=False)
+    from kho_inspect.errors import KhoError
+    with pytest.raises(KhoError, match="interval needs"):
+        ctrace.run(args)
