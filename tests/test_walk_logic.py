@@ -98,7 +98,7 @@ def test_radix_leaf_runs():
     key = radix.encode_key(0x40000000, 0)
     prefix = key & ~(radix.LEAF_BITS - 1)
     low = key & (radix.LEAF_BITS - 1)
-    runs = leaf_runs(_leaf([low, low + 1, low + 5]), prefix, "t")
+    runs = leaf_runs(_leaf([low, low + 1, low + 5]), prefix)
     assert runs
     assert [tuple(r) for r in runs] == [(0x40000000, 0, 2),
                                         (0x40005000, 0, 1)]
@@ -106,14 +106,81 @@ def test_radix_leaf_runs():
 
 def test_radix_leaf_zero_prefix_orders():
     keys = [radix.encode_key(0, 40), radix.encode_key(1 << 52, 40)]
-    runs = leaf_runs(_leaf(keys), 0, "t")
+    runs = leaf_runs(_leaf(keys), 0)
     assert sorted(tuple(r) for r in runs) == [(0, 40, 1), (1 << 52, 40, 1)]
     with pytest.raises(KhoError, match="key 0"):
-        leaf_runs(_leaf([0]), 0, "t")
+        leaf_runs(_leaf([0]), 0)
 
 
 def test_radix_leaf_empty():
-    assert not leaf_runs(bytes(radix.NODE_SIZE), 1 << 52, "t")
+    assert not leaf_runs(bytes(radix.NODE_SIZE), 1 << 52)
+
+
+# -- the radix walk through the direct map ---------------------------------
+
+DIRECT_MAP = 0xFFFF888000000000
+
+
+def _table(entries):
+    t = [0] * radix.TABLE_ENTRIES
+    for i, v in entries.items():
+        t[i] = v
+    return struct.pack(f"<{radix.TABLE_ENTRIES}Q", *t)
+
+
+def _walk(monkeypatch, pages, root=0x100000):
+    """walk_radix_tree over *pages* ({phys: bytes}) seen only through a
+    direct map at DIRECT_MAP (no physical reads), without DWARF."""
+    from kho_inspect.memory import x86_64_platform
+    prog = drgn.Program(x86_64_platform())
+    for phys, data in pages.items():
+        prog.add_memory_segment(DIRECT_MAP + phys, len(data),
+                                lambda a, c, o, p, d=data: d[o:o + c])
+    monkeypatch.setattr(tracker, "_sizeof", lambda prog, name: 4096)
+    monkeypatch.setattr(tracker, "direct_map_base", lambda prog: DIRECT_MAP)
+    root_obj = drgn.Object(prog, "unsigned long", DIRECT_MAP + root)
+    return tracker.walk_radix_tree(prog, root_obj, "kho_out.radix_tree.root")
+
+
+# block (0x1000000, order 0): key 1<<52 | 0x1000 -> root entry key>>51 = 2,
+# entries 0 at levels 4..1, leaf bits 4096 and 4097 -> Run(0x1000000, 0, 2)
+CHAIN = {0x100000: _table({2: 0x101000}), 0x101000: _table({0: 0x102000}),
+         0x102000: _table({0: 0x103000}), 0x103000: _table({0: 0x104000}),
+         0x104000: _table({0: 0x105000}), 0x105000: _leaf([4096, 4097])}
+
+
+def test_walker_radix_through_direct_map(monkeypatch):
+    t = _walk(monkeypatch, CHAIN)
+    assert [tuple(r) for r in t.runs] == [(0x1000000, 0, 2)]
+    assert t.root_phys == 0x100000
+    assert [(a - DIRECT_MAP, k) for a, _, k in t.pages] == [
+        (0x100000, "radix-table"), (0x101000, "radix-table"),
+        (0x102000, "radix-table"), (0x103000, "radix-table"),
+        (0x104000, "radix-table"), (0x105000, "radix-leaf")]
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({0x104000: _table({0: 0x105010})},
+     r"radix-table 2/0/0/0 at phys 0x104000: entry 0 -> 0x105010 is not "
+     "page-aligned"),
+    # L2 holds a second L1 whose leaf is the first L1's leaf
+    ({0x103000: _table({0: 0x104000, 5: 0x106000}),
+      0x106000: _table({9: 0x105000})},
+     r"radix-table 2/0/0/5 at phys 0x106000: entry 9 -> 0x105000 is a node "
+     "reached twice"),
+    # L1 points back at L4
+    ({0x104000: _table({0: 0x101000})},
+     "entry 0 -> 0x101000 is a node reached twice"),
+])
+def test_walker_radix_refusals(monkeypatch, change, msg):
+    with pytest.raises(KhoError, match=msg):
+        _walk(monkeypatch, CHAIN | change)
+
+
+def test_walker_radix_unaligned_root(monkeypatch):
+    with pytest.raises(KhoError, match="root 0x100200 is not 4096-byte "
+                                       "aligned"):
+        _walk(monkeypatch, CHAIN, root=0x100200)
 
 
 # -- one-line errors ----------------------------------------------------------

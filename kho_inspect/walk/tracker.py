@@ -14,9 +14,10 @@ Two in-kernel representations, told apart by probing ``struct kho_out``:
   the tree is also the handed-over map (see :mod:`kho_inspect.abi.radix`).
 
 Every bitmap and every radix node is read with one ``prog.read``; bitmaps
-are decoded with :func:`kho_inspect.bits.block_runs` and radix leaves with
-the decoder's :func:`kho_inspect.decode.radix.leaf_runs` (one place for the
-key arithmetic).
+are decoded with :func:`kho_inspect.bits.block_runs`, and the radix tree is
+walked by the decoder's own traversal,
+:func:`kho_inspect.decode.radix.walk_radix`, given a reader through the
+direct map (one traversal, one set of refusals).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .. import bits
 from ..abi import radix
 from ..abi.common import MAX_REPRESENTABLE_ORDER, PAGE_SHIFT
 from ..errors import KhoError
-from ..decode.radix import leaf_runs
+from ..decode.radix import walk_radix
 from ..ranges import Run
 from ._read import direct_map_base, read, reading
 from .fdt import is_finalized, kho_out
@@ -38,8 +39,6 @@ from .fdt import is_finalized, kho_out
 #: Layout names, as reported.
 XARRAY = "xarray"
 RADIX = "radix"
-
-_TABLE = struct.Struct(f"<{radix.TABLE_ENTRIES}Q")
 
 
 @dataclasses.dataclass
@@ -209,11 +208,15 @@ def xa_for_each_values(prog: drgn.Program, xa: drgn.Object):
 def walk_radix_tree(prog: drgn.Program, root: drgn.Object,
                     expression: str = "root") -> Tracker:
     """Walk a ``struct kho_radix_node *`` tree (levels 5..1 tables of
-    physical addresses, level 0 leaf bitmaps), one ``prog.read`` per node.
+    physical addresses, level 0 leaf bitmaps) with the decoder's traversal,
+    :func:`kho_inspect.decode.radix.walk_radix`, reading each node with one
+    ``prog.read`` through the kernel's direct map.
 
-    :returns: a :class:`Tracker` whose runs come from every leaf bit.
-    :raises KhoError: on a node reachable twice, a root entry that needs
-        a key wider than 53 bits, or a node that cannot be read.
+    :returns: a :class:`Tracker` whose runs come from every leaf bit and
+        whose ``pages`` are kernel virtual addresses.
+    :raises KhoError: as :func:`~kho_inspect.decode.radix.walk_radix`
+        (unaligned or repeated node, key wider than 53 bits, unreadable
+        node), or for a NULL root.
     """
     node_size = _sizeof(prog, "struct kho_radix_node")
     if node_size != radix.NODE_SIZE:
@@ -225,42 +228,16 @@ def walk_radix_tree(prog: drgn.Program, root: drgn.Object,
         raise KhoError(f"{expression} is NULL: KHO was not initialised "
                        "(boot with kho=on)")
     dm = direct_map_base(prog)
-    runs: list[Run] = []
-    pages: list[tuple[int, int, str]] = []
-    zero = 0
-    seen: set[int] = set()
-    # (virtual address, level, key prefix, path)
-    stack = [(root_addr, radix.ROOT_LEVEL, 0, "")]
-    while stack:
-        addr, level, prefix, path = stack.pop()
-        kind = "radix-leaf" if level == 0 else "radix-table"
-        what = f"{kind} {path or 'root'}"
-        if addr in seen:
-            raise KhoError(f"{what} at 0x{addr:x}: node reached twice")
-        seen.add(addr)
-        data = read(prog, addr, radix.NODE_SIZE, f"{what} of {expression}")
-        pages.append((addr, radix.NODE_SIZE, kind))
-        if level == 0:
-            found = leaf_runs(data, prefix, what)
-            runs.extend(found)
-            zero += not found
-            continue
-        table = _TABLE.unpack(data)
-        if not any(table):
-            zero += level != radix.ROOT_LEVEL
-            continue
-        shift = radix.level_shift(level)
-        for i in range(radix.TABLE_ENTRIES - 1, -1, -1):
-            child = table[i]
-            if not child:
-                continue
-            if level == radix.ROOT_LEVEL and i >= radix.ROOT_MAX_INDEX:
-                raise KhoError(f"{what}: entry {i} is set, but keys are "
-                               f"{radix.KEY_WIDTH} bits wide")
-            stack.append((dm + child, level - 1, prefix | (i << shift),
-                          f"{path}/{i}" if path else str(i)))
-    return Tracker(RADIX, expression, None, runs, pages, zero,
-                   root_phys=root_addr - dm)
+    if root_addr < dm:
+        raise KhoError(f"{expression} is 0x{root_addr:x}, not a direct-map "
+                       f"address (the direct map starts at 0x{dm:x})")
+
+    def read_node(phys: int, what: str) -> bytes:
+        return read(prog, dm + phys, radix.NODE_SIZE, what)
+    w = walk_radix(read_node, root_addr - dm, expression)
+    return Tracker(RADIX, expression, None, w.runs,
+                   [(dm + p, radix.NODE_SIZE, k) for p, k in w.pages],
+                   w.zero_nodes, root_phys=root_addr - dm)
 
 
 def outgoing_tracker(prog: drgn.Program) -> Tracker:
