@@ -8,7 +8,9 @@ class KhoError(Exception):
 class MemoryFault(KhoError):
     """A physical range could not be read from the memory source."""
 
-    def __init__(self, phys: int, size: int, what: str, why: str = ""):
+    def __init__(self, phys: int, size: int, what: str, why: str = "",
+                 message: str | None = None):
         self.phys, self.size, self.what = phys, size, what
-        super().__init__(f"cannot read {what} at phys 0x{phys:x} "
+        super().__init__(message or
+                         f"cannot read {what} at phys 0x{phys:x} "
                          f"(+0x{size:x}): {why or 'not in the memory source'}")

@@ -5,6 +5,7 @@ in-memory segments (tests). Everything above reads through :class:`PhysMemory`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform as _platform
 
@@ -19,6 +20,98 @@ def _need_drgn():
     if drgn is None:
         raise KhoError("drgn is not installed (pip install drgn, or the "
                        "distribution's python3-drgn)")
+
+
+# -- the one fault policy ----------------------------------------------------
+#
+# Every read of a program's memory, by the decoder (PhysMemory.read), the
+# walker (walk._read re-exports read/reading) and the entry points (the CLI's
+# main and scripts/_common.run, around everything else), turns what drgn
+# raises for memory it cannot deliver into one KhoError, worded by
+# fault_message. Nothing else catches drgn.FaultError.
+
+#: What drgn raises when it cannot deliver memory: a page missing from the
+#: source (FaultError), a segment it cannot read from the file (OSError, e.g.
+#: EINVAL for a file offset past 2^63), a size it cannot allocate
+#: (MemoryError, a length taken from damaged input).
+FAULTS: tuple = ((drgn.FaultError, OSError, MemoryError) if drgn
+                 else (OSError, MemoryError))
+#: What the entry points catch around a whole command: a drgn fault that
+#: escaped every :func:`reading` (OSError there may be the output's).
+STRAY_FAULT = drgn.FaultError if drgn else ()
+
+_SOURCE_KEY = "kho_inspect_source"
+
+
+def name_source(prog, name: str, filtered: bool) -> None:
+    """Record how messages name *prog*'s memory; *filtered* says whether
+    missing pages may have been filtered out of a dump (makedumpfile)."""
+    prog.cache[_SOURCE_KEY] = (name, filtered)
+
+
+def source_name(prog) -> str:
+    """How messages name *prog*'s memory."""
+    return _source(prog)[0]
+
+
+def _source(prog) -> tuple[str, bool]:
+    try:
+        return prog.cache[_SOURCE_KEY]
+    except (AttributeError, KeyError, TypeError):
+        pass
+    try:
+        live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+    except AttributeError:
+        return "the memory source", False
+    if live:
+        return "the running kernel (/proc/kcore)", False
+    return "the core dump", True
+
+
+def fault_message(prog, what: str, e: BaseException, phys: int | None = None,
+                  size: int | None = None, source: str | None = None) -> str:
+    """One line for a read of *what* that failed with *e*: which address,
+    why, in which source, and (dumps) that the page may have been filtered
+    out. *phys*/*size* name a physical range, else drgn's address is used;
+    *source* overrides the name recorded for *prog*."""
+    name, filtered = _source(prog)
+    name = source or name
+    if phys is not None:
+        where = f" at phys 0x{phys:x}" + (f" (+0x{size:x})" if size else "")
+    else:
+        addr = getattr(e, "address", None)
+        where = f" at 0x{addr:x}" if isinstance(addr, int) else ""
+    if isinstance(e, MemoryError):
+        why = "the size is more than this machine can allocate"
+    elif isinstance(e, OSError) and e.strerror:
+        why = f"the file cannot be read there ({e.strerror})"
+    else:
+        why = getattr(e, "message", None) or str(e) or type(e).__name__
+    hint = (" (page filtered out of the dump, e.g. by makedumpfile -d: "
+            "re-take it with -d 0 or a QEMU dump-guest-memory core)"
+            if filtered and drgn and isinstance(e, drgn.FaultError) else "")
+    return f"cannot read {what}{where}: {why} in {name}{hint}"
+
+
+@contextlib.contextmanager
+def reading(prog, what: str):
+    """Context: a fault (:data:`FAULTS`) inside becomes a KhoError that names
+    *what* and the source.
+
+    >>> with reading(prog, "kho_out"):
+    ...     fdt = prog["kho_out"].fdt.value_()
+    """
+    try:
+        yield
+    except FAULTS as e:
+        raise KhoError(fault_message(prog, what, e)) from None
+
+
+def read(prog, address: int, size: int, what: str,
+         physical: bool = False) -> bytes:
+    """``prog.read(address, size, physical)``; a fault names *what*."""
+    with reading(prog, what):
+        return prog.read(address, size, physical)
 
 
 def x86_64_platform():
@@ -49,11 +142,9 @@ class PhysMemory:
             raise MemoryFault(phys, size, what, "address out of range")
         try:
             return self.prog.read(phys, size, True)
-        except drgn.FaultError as e:
-            raise MemoryFault(phys, size, what, f"{e} in "
-                              f"{self.description}") from None
-        except (ValueError, OverflowError) as e:
-            raise MemoryFault(phys, size, what, str(e)) from None
+        except FAULTS + (ValueError, OverflowError) as e:
+            raise MemoryFault(phys, size, what, message=fault_message(
+                self.prog, what, e, phys, size, self.description)) from None
 
 
 def program_from_segments(segments) -> "drgn.Program":
@@ -82,8 +173,9 @@ def open_core(path: str, vmlinux: str | None = None):
     prog = drgn.Program()
     try:
         prog.set_core_dump(path)
-    except (drgn.FaultError, ValueError, OSError) as e:
-        raise KhoError(f"{path}: drgn cannot open it as a core: {e}") from None
+    except Exception as e:  # noqa: BLE001 - see _drgn_failed
+        raise KhoError(f"{path}: drgn cannot open it as a core: "
+                       f"{_drgn_failed(e)}") from None
     if vmlinux:
         load_debug_info(prog, vmlinux)
     return prog
@@ -94,20 +186,46 @@ def open_live(vmlinux: str | None = None):
     _need_drgn()
     if _platform.system() != "Linux":
         raise KhoError("live mode needs Linux; use --core FILE")
+    if not os.path.exists("/proc/kcore"):
+        # Not "needs root": sudo would not help.
+        raise KhoError(("reading the running kernel needs root and "
+                        "/proc/kcore; " if os.geteuid() != 0 else "")
+                       + "this system has no /proc/kcore (a kernel without "
+                       "CONFIG_PROC_KCORE, or /proc not mounted); use "
+                       "--core FILE")
     if os.geteuid() != 0:
         raise KhoError("reading the running kernel needs root "
                        "(/proc/kcore); run with sudo, or use --core FILE")
-    if not os.path.exists("/proc/kcore"):
-        raise KhoError("/proc/kcore is missing: the kernel lacks "
-                       "CONFIG_PROC_KCORE; use --core FILE")
     prog = drgn.Program()
     try:
         prog.set_kernel()
-    except (OSError, ValueError) as e:
-        raise KhoError(f"cannot open the running kernel: {e}") from None
+    except Exception as e:  # noqa: BLE001 - see _drgn_failed
+        raise KhoError("cannot open the running kernel: "
+                       f"{_drgn_failed(e)}") from None
     if vmlinux:
         load_debug_info(prog, vmlinux)
     return prog
+
+
+def _drgn_failed(e: Exception) -> str:
+    """What went wrong when drgn could not open a file, as one line; *e* is
+    re-raised when it is not one of the ways drgn fails on bad files (so a
+    bug still shows as one). drgn raises a bare Exception for libelf and
+    libdw errors (a truncated or damaged ELF file)."""
+    if isinstance(e, MemoryError):
+        return "it claims more memory than this machine can allocate"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    if type(e) is Exception or isinstance(e, FAULTS + (
+            ValueError, OverflowError, drgn.BadDataError)):
+        return str(e) or type(e).__name__
+    raise e
+
+
+def is_kernel(prog) -> bool:
+    """Whether drgn took *prog* for a Linux kernel (a VMCOREINFO note, or
+    /proc/kcore), as opposed to a user-space core or a handover image."""
+    return bool(prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL)
 
 
 def load_debug_info(prog, vmlinux: str | None = None) -> None:
@@ -122,8 +240,9 @@ def load_debug_info(prog, vmlinux: str | None = None) -> None:
         raise KhoError(f"missing kernel debug info: {e}; pass -s VMLINUX "
                        "(the vmlinux of this exact build) or install the "
                        "kernel's -dbg/-dbgsym package") from None
-    except (OSError, ValueError) as e:
-        raise KhoError(f"cannot load debug info {vmlinux or ''}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - see _drgn_failed
+        raise KhoError(f"cannot load debug info {vmlinux or ''}: "
+                       f"{_drgn_failed(e)}") from None
 
 
 def kernel_release(prog) -> str | None:

@@ -19,14 +19,10 @@ def run(view, render, argv, **kw):
     if prog is None:
         sys.exit("run me with drgn: drgn -k SCRIPT, or drgn -c vmcore -s "
                  "vmlinux SCRIPT")
-    import drgn
+    from kho_inspect.memory import reading
     try:
-        try:
+        with reading(prog, "kernel memory"):  # the CLI's fault policy
             doc = view(prog)
-        except drgn.FaultError as e:
-            raise KhoError(f"cannot read kernel memory at 0x{e.address:x}: "
-                           f"{e.message} (page missing from the dump?)") \
-                from None
     except KhoError as e:
         print(f"{os.path.basename(argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -13,13 +13,14 @@ import signal
 import sys
 
 from .. import fdt as fdtmod
-from .. import samples
+from .. import memory, samples
 from ..abi import v1
 from ..decode import decode_handover, find_preserved_copy
 from ..errors import KhoError
 from ..image import write_image, page_ranges
 from . import report
-from .source import bitmap_bytes, note, open_source, root_fdt
+from .report import note
+from .source import bitmap_bytes, open_source, root_fdt
 
 EPILOG = """\
 examples:
@@ -39,14 +40,32 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def _addr(text: str) -> int:
+    """A physical address: 0 to 2^64 - 1."""
+    n = _int(text)
+    if not 0 <= n < 1 << 64:
+        raise argparse.ArgumentTypeError(f"not a 64-bit physical address: "
+                                         f"{text!r}")
+    return n
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"kho-inspect: error: {message} (see {self.prog} "
+                  "--help)\n")
+
+
 def add_source_options(p: argparse.ArgumentParser) -> None:
     """The options every command shares for choosing what to read."""
     g = p.add_argument_group("source (default: the running kernel)")
+    g.add_argument("-s", "--symbols", metavar="VMLINUX",
+                   help="the kernel's vmlinux (DWARF), as drgn spells it")
+    g = g.add_mutually_exclusive_group()
     g.add_argument("-c", "--core", metavar="FILE",
                    help="vmcore, QEMU dump-guest-memory core, or handover "
                         "image")
-    g.add_argument("-s", "--symbols", metavar="VMLINUX",
-                   help="the kernel's vmlinux (DWARF), as drgn spells it")
     g.add_argument("--sample", nargs="?", const="", metavar="KERNEL",
                    help="a bundled image captured from a real kernel "
                         f"(available: {', '.join(samples.available()) or 'none'}"
@@ -57,10 +76,11 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
 
 def add_fdt_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("root FDT (default: found automatically)")
-    g.add_argument("--fdt", metavar="FILE",
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--fdt", metavar="FILE",
                    help="read the root FDT from FILE (e.g. a copy of "
                         "/sys/kernel/debug/kho/out/fdt)")
-    g.add_argument("--fdt-phys", type=_int, metavar="ADDR",
+    x.add_argument("--fdt-phys", type=_addr, metavar="ADDR",
                    help="read the root FDT at this physical address")
     g.add_argument("--incoming", action="store_true",
                    help="the FDT this kernel received (debugfs in/fdt, "
@@ -151,7 +171,7 @@ def cmd_capture(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="kho-inspect",
         description="Inspect Linux Kexec HandOver (KHO) state: the FDT, the "
                     "preserved-memory map, and (with debug info) the "
@@ -203,14 +223,24 @@ EXTRA_COMMANDS: list = []
 
 
 def main(argv=None) -> int:
+    """Run one command; errors are one line on stderr and exit status 2."""
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
         ap.print_help()
         return 2
+    report.flush_notes(keep=False)
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except memory.STRAY_FAULT as e:
+            # A read outside any memory.reading(): the same policy, naming
+            # the source the command opened.
+            src = getattr(args, "opened_source", None)
+            raise KhoError(memory.fault_message(
+                src.prog if src else None, "kernel memory", e)) from None
     except KhoError as e:
+        report.flush_notes(keep=False)      # one line: the error
         print(f"kho-inspect: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -219,6 +249,8 @@ def main(argv=None) -> int:
         # stdout closed early (| head): exit quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        report.flush_notes()
 
 
 def entry() -> None:

@@ -35,8 +35,28 @@ def fdt_json(h, tree, origin) -> dict:
             "subnodes": subnodes_json(h)}
 
 
+#: Notes (stderr) held back until the command has its result: a command
+#: that fails prints only its one-line error.
+_NOTES: list[str] = []
+
+
+def note(msg: str) -> None:
+    """Say *msg* on stderr once the command succeeds (see :func:`emit`)."""
+    _NOTES.append(msg)
+
+
+def flush_notes(keep: bool = True) -> None:
+    """Print the pending notes (or, with *keep* false, drop them)."""
+    if keep:
+        for msg in _NOTES:
+            print(f"kho-inspect: {msg}", file=sys.stderr)
+    _NOTES.clear()
+
+
 def emit(args, doc: dict, text: str) -> None:
-    """Print *doc* as JSON with ``--json``, else the human *text*."""
+    """Print the pending notes, then *doc* as JSON with ``--json``, else the
+    human *text*."""
+    flush_notes()
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -12,7 +12,6 @@ import dataclasses
 import glob
 import logging
 import os
-import sys
 
 from .. import fdt as fdtmod
 from .. import memory, samples
@@ -20,15 +19,12 @@ from ..abi import common, v1
 from ..decode import read_fdt_at
 from ..errors import KhoError
 from ..image import read_image_meta
+from .report import note
 
 DEBUGFS = "/sys/kernel/debug/kho"
 SETUP_DATA = "/sys/kernel/boot_params/setup_data"
 #: Refuse larger root FDTs from files or memory.
 MAX_ROOT_FDT = 1 << 20
-
-
-def note(msg: str) -> None:
-    print(f"kho-inspect: {msg}", file=sys.stderr)
 
 
 #: Debug-info files drgn's default search tries for the running kernel.
@@ -62,8 +58,14 @@ class Source:
 
     def program(self):
         if self.prog is None:
-            self.prog = (memory.open_core(self.core) if self.core
-                         else memory.open_live())
+            prog = (memory.open_core(self.core) if self.core
+                    else memory.open_live())
+            # Pages missing from a kernel dump may have been filtered out;
+            # a handover image holds only what it holds.
+            memory.name_source(prog, self.description,
+                               filtered=self.core is not None and
+                               self.meta is None)
+            self.prog = prog
         return self.prog
 
     def memory(self) -> memory.PhysMemory:
@@ -74,30 +76,38 @@ class Source:
         decoder's fallbacks, need it). Errors name the files looked for,
         and a ``-s VMLINUX`` that drgn did not take (drgn only warns when
         it is missing or from another build) is refused."""
-        if self.symbols and not os.path.isfile(self.symbols):
-            raise KhoError(f"-s {self.symbols}: no such file")
-        prog = self.program()
         if self._debug_loaded:
-            return prog
+            return self.prog
         if self.meta is not None:
             raise KhoError("a handover image has no kernel state to walk; "
                            "use a vmcore or the live kernel")
+        if self.symbols:
+            check_symbols(self.symbols)
+        prog = self.program()
+        if self.core and not memory.is_kernel(prog):
+            raise KhoError(f"{self.description}: not a Linux kernel core "
+                           "dump (no VMCOREINFO note; QEMU's "
+                           "dump-guest-memory writes one only with -device "
+                           "vmcoreinfo) and not a handover image")
         log = logging.getLogger("drgn")
         level = log.level
         log.setLevel(logging.ERROR)     # drgn's "ignoring" warnings: ours below
         try:
             memory.load_debug_info(prog, self.symbols)
         except KhoError as e:
-            if self.symbols or "debug info" not in str(e):
+            if self.symbols:
                 raise
+            # drgn's default search failed: say where it looked.
             rel = os.uname().release if self.live else self.release()
             raise KhoError(f"{e}{_looked_for(rel)}") from None
         finally:
             log.setLevel(level)
         try:
             status = prog.main_module().debug_file_status
-        except (LookupError, AttributeError):
+        except AttributeError:
             status = None               # older drgn: nothing to check
+        except LookupError:             # no main module: nothing was loaded
+            status = False
         if self.symbols and status is not None and \
                 status != memory.drgn.ModuleFileStatus.HAVE:
             raise KhoError(f"-s {self.symbols}: drgn did not use it: it is "
@@ -113,12 +123,68 @@ class Source:
 
 
 def open_source(args) -> Source:
+    """The source the command line names, opened once per *args* (the CLI's
+    error handling finds it there to name it)."""
+    src = getattr(args, "opened_source", None)
+    if src is None:
+        src = args.opened_source = _open_source(args)
+    return src
+
+
+def check_symbols(path: str) -> None:
+    """Refuse a ``-s`` that cannot be a vmlinux, before drgn (which only
+    warns) silently goes without it."""
+    if not os.path.exists(path):
+        raise KhoError(f"-s {path}: no such file")
+    if os.path.isdir(path):
+        raise KhoError(f"-s {path}: is a directory; give the kernel's "
+                       "vmlinux file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise KhoError(f"-s {path}: {e.strerror}") from None
+    if magic != b"\x7fELF":
+        raise KhoError(f"-s {path}: not an ELF file; give the kernel's "
+                       "vmlinux (with DWARF)")
+
+
+def _check_options(args, meta: dict | None) -> None:
+    """Refuse option combinations where one would be silently ignored."""
+    how = getattr(args, "fdt_from", None) or "auto"
+    core = getattr(args, "core", None) or \
+        getattr(args, "sample", None) is not None
+    if meta is not None and getattr(args, "symbols", None):
+        raise KhoError("-s: a handover image holds no kernel state and needs "
+                       "no debug info (use -s with a vmcore or the running "
+                       "kernel)")
+    if how == "auto":
+        return
+    if getattr(args, "fdt", None) or getattr(args, "fdt_phys", None) \
+            is not None:
+        raise KhoError(f"--fdt-from {how}: the FDT is already given by "
+                       "--fdt/--fdt-phys")
+    if meta is not None:
+        raise KhoError(f"--fdt-from {how}: a handover image names its FDT "
+                       "in its note")
+    if core and how != "dwarf":
+        raise KhoError(f"--fdt-from {how} reads the running kernel; a core "
+                       "is read with DWARF (--fdt-from dwarf, -s VMLINUX)")
+    if how == "setup-data" and not getattr(args, "incoming", False):
+        raise KhoError("--fdt-from setup-data needs --incoming: setup_data "
+                       "names the FDT this kernel received")
+
+
+def _open_source(args) -> Source:
+    if getattr(args, "symbols", None):
+        check_symbols(args.symbols)
     core = getattr(args, "core", None)
     sample = getattr(args, "sample", None)
     if sample is not None:
         core = samples.path(sample)
+    meta = read_image_meta(core) if core else None
+    _check_options(args, meta)
     if core:
-        meta = read_image_meta(core)
         desc = (f"handover image {core}" if meta else f"core {core}")
         return Source(desc, core=core, symbols=args.symbols, meta=meta)
     return Source("the running kernel (/proc/kcore)", symbols=args.symbols)
@@ -129,6 +195,13 @@ class RootFdt:
     blob: bytes
     phys: int | None
     origin: str
+
+    @property
+    def where(self) -> str:
+        """The FDT named for messages: where it came from and its phys."""
+        at = ("" if self.phys is None or self.origin.startswith("phys ")
+              else f" at phys 0x{self.phys:x}")
+        return f"root FDT from {self.origin}{at}"
 
 
 def _read_file(path: str) -> bytes:
@@ -144,28 +217,24 @@ def _from_phys(src: Source, phys: int, origin: str) -> RootFdt:
     return RootFdt(blob, phys, origin)
 
 
-def _debugfs_fdt(src: Source, incoming: bool) -> RootFdt | None:
-    """The debugfs copy, if present and complete; None to fall back."""
+def _debugfs_fdt(src: Source, incoming: bool) -> tuple[RootFdt | None, str]:
+    """The debugfs copy if present and complete, else None and why not."""
     path = f"{DEBUGFS}/{'in' if incoming else 'out'}/fdt"
     if not os.path.exists(path):
-        if not os.path.isdir("/sys/kernel/debug/kho") and \
+        if not os.path.isdir(DEBUGFS) and \
                 not os.path.ismount("/sys/kernel/debug"):
-            note("debugfs is not mounted (mount -t debugfs none "
-                 "/sys/kernel/debug); trying the kernel's own pointer")
-        else:
-            note(f"{path} does not exist; trying the kernel's own pointer")
-        return None
+            return None, ("debugfs is not mounted (mount -t debugfs none "
+                          "/sys/kernel/debug)")
+        return None, f"{path} does not exist"
     blob = _read_file(path)
     try:
         total = fdtmod.header_totalsize(blob)
     except fdtmod.FdtError as e:
         raise KhoError(f"{path}: {e}") from None
     if total > len(blob):
-        note(f"{path} is truncated ({len(blob)} of {total} bytes: the kernel "
-             "grew the FDT after debugfs sized the file); reading the "
-             "kernel's own copy instead")
-        return None
-    return RootFdt(blob, None, path)
+        return None, (f"{path} is truncated ({len(blob)} of {total} bytes: "
+                      "the kernel grew the FDT after debugfs sized the file)")
+    return RootFdt(blob, None, path), ""
 
 
 def _setup_data_fdt(src: Source) -> RootFdt | None:
@@ -187,8 +256,19 @@ def _setup_data_fdt(src: Source) -> RootFdt | None:
 
 
 def root_fdt(src: Source, args) -> RootFdt:
-    """Find the root FDT the command should decode."""
+    """Find the root FDT the command should decode, and check that it parses
+    (an error names where the FDT came from)."""
+    root = _find_root_fdt(src, args)
+    try:
+        fdtmod.parse(root.blob)
+    except fdtmod.FdtError as e:
+        raise KhoError(f"{root.where}: {e}") from None
+    return root
+
+
+def _find_root_fdt(src: Source, args) -> RootFdt:
     incoming = getattr(args, "incoming", False)
+    how = getattr(args, "fdt_from", None) or "auto"
     if getattr(args, "fdt", None):
         return RootFdt(_read_file(args.fdt), None, args.fdt)
     if getattr(args, "fdt_phys", None) is not None:
@@ -197,36 +277,50 @@ def root_fdt(src: Source, args) -> RootFdt:
         if incoming:
             raise KhoError("a handover image holds one outgoing handover; "
                            "--incoming does not apply")
-        return _from_phys(src, int(src.meta["fdt_phys"]),
+        return _from_phys(src, src.meta["fdt_phys"],
                           f"{src.description} (note)")
-    how = getattr(args, "fdt_from", None) or "auto"
+    skipped = []            # why the live kernel's first choices were not used
     if src.live and how in ("auto", "debugfs"):
-        found = _debugfs_fdt(src, incoming)
+        found, why = _debugfs_fdt(src, incoming)
         if found is not None:
             return found
         if how == "debugfs":
-            raise KhoError(f"no usable FDT in {DEBUGFS}/"
-                           f"{'in' if incoming else 'out'}/fdt")
+            raise KhoError(f"--fdt-from debugfs: {why}")
+        skipped.append(why)
     if src.live and incoming and how in ("auto", "setup-data"):
         found = _setup_data_fdt(src)
         if found is not None:
+            _note_skipped(skipped, found)
             return found
+        why = (f"no setup_data entry of type {common.SETUP_KEXEC_KHO} under "
+               f"{SETUP_DATA} (not a KHO boot, or not x86)")
         if how == "setup-data":
-            raise KhoError(f"no setup_data entry of type "
-                           f"{common.SETUP_KEXEC_KHO} under {SETUP_DATA}: "
-                           "not a KHO boot, or not x86")
-    elif how == "setup-data":
-        raise KhoError("--fdt-from setup-data needs --incoming on the live "
-                       "kernel")
+            raise KhoError(f"--fdt-from setup-data: {why}")
+        skipped.append(why)
     from .. import walk   # DWARF needed from here on
-    prog = src.debug_program()
-    if incoming:
-        phys = walk.incoming_fdt_phys(prog)
-        if not phys:
-            raise KhoError("kho_in.fdt_phys is 0: this kernel was not booted "
-                           "through a KHO kexec")
-        return _from_phys(src, phys, "kho_in.fdt_phys")
-    return _from_phys(src, walk.outgoing_fdt_phys(prog), "kho_out.fdt")
+    try:
+        prog = src.debug_program()
+        if incoming:
+            phys = walk.incoming_fdt_phys(prog)
+            if not phys:
+                raise KhoError("kho_in.fdt_phys is 0: this kernel was not "
+                               "booted through a KHO kexec")
+            found = _from_phys(src, phys, "kho_in.fdt_phys")
+        else:
+            found = _from_phys(src, walk.outgoing_fdt_phys(prog),
+                               "kho_out.fdt")
+    except KhoError as e:
+        if skipped:     # one line: why the others failed, then this one
+            raise KhoError("; ".join(skipped) + f"; and the kernel's own "
+                           f"pointer: {e}") from None
+        raise
+    _note_skipped(skipped, found)
+    return found
+
+
+def _note_skipped(skipped: list, found: RootFdt) -> None:
+    if skipped:
+        note("; ".join(skipped) + f": used {found.origin} instead")
 
 
 def bitmap_bytes(src: Source, args) -> tuple[int | None, str | None]:

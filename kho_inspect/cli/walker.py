@@ -13,7 +13,6 @@ import textwrap
 
 from tabulate import tabulate
 
-from ..errors import KhoError
 from .report import (emit, hexa, human_size, pages_summary, ranges_lines,
                      subnodes_table, totals_table)
 
@@ -52,22 +51,6 @@ def _note(prefix: str, text: str) -> str:
 def _program(args):
     from .source import open_source
     return open_source(args).debug_program()
-
-
-def _guard(fn):
-    """A stray :class:`drgn.FaultError` becomes the usual one-line error."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(args):
-        import drgn
-        try:
-            return fn(args)
-        except drgn.FaultError as e:
-            raise KhoError(f"cannot read kernel memory at "
-                           f"0x{e.address:x}: {e.message} (page missing "
-                           "from the dump?)") from None
-    return wrapper
 
 
 def status_text(doc: dict) -> str:
@@ -216,7 +199,6 @@ def check_text(res) -> str:
 
 # -- commands -------------------------------------------------------------
 
-@_guard
 def cmd_status(args) -> int:
     from ..walk.views import status_view
     doc = status_view(_program(args))
@@ -224,7 +206,6 @@ def cmd_status(args) -> int:
     return 0
 
 
-@_guard
 def cmd_tracker(args) -> int:
     from ..walk.views import tracker_view
     doc = tracker_view(_program(args))
@@ -232,7 +213,6 @@ def cmd_tracker(args) -> int:
     return 0
 
 
-@_guard
 def cmd_incoming(args) -> int:
     from ..walk.views import incoming_view
     doc = incoming_view(_program(args), markers=not args.no_markers,
@@ -241,7 +221,6 @@ def cmd_incoming(args) -> int:
     return 0
 
 
-@_guard
 def cmd_check(args) -> int:
     from ..check import compare_views
     views = [v.strip() for v in args.views.split(",") if v.strip()]

@@ -6,6 +6,7 @@ import drgn
 from drgn.helpers.linux.mm import page_to_phys, virt_to_phys
 
 from ..errors import KhoError
+from ._read import reading
 
 
 def _variable(prog: drgn.Program, name: str) -> drgn.Object:
@@ -41,30 +42,38 @@ def outgoing_fdt_phys(prog: drgn.Program) -> int:
     try:
         fdt = out.fdt
     except AttributeError:
-        page = out.ser.fdt
-        if not page:
-            raise KhoError("kho_out.ser.fdt is NULL: KHO was not "
-                           "initialised (boot with kho=on)") from None
-        return page_to_phys(page).value_()
-    if not fdt:
-        raise KhoError("kho_out.fdt is NULL: KHO was not initialised "
-                       "(boot with kho=on)")
-    return virt_to_phys(fdt).value_()
+        with reading(prog, "kho_out.ser.fdt"):
+            page = out.ser.fdt.read_()
+            if not page:
+                raise KhoError("kho_out.ser.fdt is NULL: KHO was not "
+                               "initialised (boot with kho=on)") from None
+            return page_to_phys(page).value_()
+    with reading(prog, "kho_out.fdt"):
+        fdt = fdt.read_()
+        if not fdt:
+            raise KhoError("kho_out.fdt is NULL: KHO was not initialised "
+                           "(boot with kho=on)")
+        return virt_to_phys(fdt).value_()
 
 
 def incoming_fdt_phys(prog: drgn.Program) -> int:
     """Physical address of the FDT the previous kernel handed over, from
     ``kho_in.fdt_phys`` (0 on a cold boot)."""
-    return kho_in(prog).fdt_phys.value_()
+    ki = kho_in(prog)
+    with reading(prog, "kho_in.fdt_phys"):
+        return ki.fdt_phys.value_()
 
 
 def is_finalized(prog: drgn.Program) -> bool | None:
     """``kho_out.finalized`` where the generation has a finalize step
     (6.16-7.0), None where it has none (7.1+)."""
+    out = kho_out(prog)
     try:
-        return bool(kho_out(prog).finalized)
+        finalized = out.finalized
     except AttributeError:
         return None
+    with reading(prog, "kho_out.finalized"):
+        return bool(finalized)
 
 
 def bitmap_bytes(prog: drgn.Program) -> int | None:
