@@ -11,7 +11,9 @@ import drgn
 import pytest
 
 from conftest import run_dtc
+from abi_encode import encode_v1
 from helpers import kho_dts
+from releases import release as abi_release
 from walk_synth import PAGE_OFFSET, SynthKernel, built_kernels
 
 from kho_inspect.abi.common import KHO_PAGE_MAGIC
@@ -42,25 +44,23 @@ def release(request):
 
 @pytest.fixture
 def kernel(release, tmp_path):
-    return SynthKernel(KERNELS[release], str(tmp_path), release)
+    k = SynthKernel(KERNELS[release], str(tmp_path), release)
+    k.abi = abi_release(release)     # what the ABI text says (the oracle)
+    return k
 
 
 def _generation(k):
-    m = k.tracker_member()
-    if m != "radix_tree.root":
-        return "kho-v1"
-    try:
-        k.prog.type("struct kho_block_header_ser")
-        return "kho-v4"
-    except LookupError:
-        return "kho-v3"
+    return k.abi.generation
+
+
+def _radix(k):
+    return k.abi.generation != "kho-v1"
 
 
 def _map_phys(k):
     """Serialize the tracker as the FDT map: radix = the tracker itself;
     kho-v1 = a chunk list built from the same blocks."""
-    from helpers import encode_v1
-    if k.tracker_member() == "radix_tree.root":
+    if _radix(k):
         return k.prog["kho_out"].radix_tree.root.value_() - PAGE_OFFSET
     nbytes = drgn.sizeof(k.prog.type("struct kho_mem_phys_bits"))
     segs, mphys = encode_v1(BLOCKS, nbytes, base=0x70000000)
@@ -70,9 +70,12 @@ def _map_phys(k):
 
 
 def test_layout_probe(kernel):
+    """The walker finds the tracker where the ABI text says this release
+    keeps it (tests/releases.py), and so does the synthetic kernel."""
     layout, _, expr = tracker_layout(kernel.prog)
-    assert expr == "kho_out." + kernel.tracker_member().replace(".root",
-                                                                ".root")
+    assert expr == kernel.abi.tracker
+    assert layout == ("radix" if _radix(kernel) else "xarray")
+    assert "kho_out." + kernel.tracker_member() == kernel.abi.tracker
 
 
 def test_tracker_walk(kernel):
@@ -112,7 +115,6 @@ def test_check_reports_differences(kernel, dtc):
     gen = _generation(kernel)
     if gen == "kho-v1":
         kernel.set_finalized(True)
-        from helpers import encode_v1
         nbytes = drgn.sizeof(kernel.prog.type("struct kho_mem_phys_bits"))
         segs, mphys = encode_v1(BLOCKS[1:] + [(0x30000000, 1)], nbytes,
                                 base=0x70000000)
@@ -148,7 +150,7 @@ def test_unreadable_node_is_named(kernel):
 
 
 def test_null_radix_root(kernel):
-    if kernel.tracker_member() != "radix_tree.root":
+    if not _radix(kernel):
         pytest.skip("radix only")
     with pytest.raises(KhoError, match="cannot read kho_out.radix_tree.root"):
         outgoing_tracker(kernel.prog)        # kho_out not in the dump
@@ -250,7 +252,7 @@ def test_memblock_freed_after_boot_is_not_trusted(kernel):
 
 
 def test_xa_entries_matches_xa_for_each(kernel):
-    if kernel.tracker_member() == "radix_tree.root":
+    if _radix(kernel):
         pytest.skip("kho-v1 only")
     from kho_inspect.walk.tracker import (walk_xarray_tracker,
                                           xa_for_each_values)

@@ -219,35 +219,14 @@ class SynthKernel:
 
     # -- KHO trackers -----------------------------------------------------
     def radix_tree(self, blocks) -> int:
-        """Build a kho-v2+ radix tree of (phys, order) *blocks*; returns the
-        root's phys (tables hold phys, like the kernel's)."""
-        from kho_inspect.abi import radix
-        leaves: dict[int, bytearray] = {}
-        for phys, order in blocks:
-            key = radix.encode_key(phys, order)
-            leaf = leaves.setdefault(key >> radix.BITMAP_SIZE_LOG2,
-                                     bytearray(PAGE))
-            bit = key & (radix.LEAF_BITS - 1)
-            leaf[bit // 8] |= 1 << (bit % 8)
-        root = self.alloc()
-        tables = {(): [0] * 512}
-        at = {(): root}
-        for prefix, leaf in sorted(leaves.items()):
-            key = prefix << radix.BITMAP_SIZE_LOG2
-            idx = [(key >> radix.level_shift(lv)) & 511
-                   for lv in range(radix.ROOT_LEVEL, 0, -1)]
-            parent = ()
-            for d, i in enumerate(idx):
-                path = tuple(idx[:d + 1])
-                if path not in at:
-                    last = d == len(idx) - 1
-                    at[path] = self.alloc(bytes(leaf) if last else b"")
-                    if not last:
-                        tables[path] = [0] * 512
-                tables[parent][i] = at[path]
-                parent = path
-        for path, t in tables.items():
-            self.write_phys(at[path], struct.pack("<512Q", *t))
+        """Build a kho-v2+ radix tree of (phys, order) *blocks*, encoded by
+        tests/abi_encode.py (from the ABI text, not kho_inspect.abi);
+        returns the root's phys (tables hold phys, like the kernel's)."""
+        from abi_encode import encode_radix
+        segs, root = encode_radix(blocks, base=self.next_phys)
+        for phys, data in segs:
+            self.write_phys(phys, data)
+        self.next_phys = max(p + len(d) for p, d in segs)
         return root
 
     def xarray_track(self, blocks) -> bytes:
