@@ -2,8 +2,8 @@
 
 Stage 1 (cold boot with kho=1):
   S1  ground truth of test_kho's preserved folios via drgn+DWARF, then
-      ``kho_inspect map --json`` from every live source; every folio must
-      appear at its order.
+      ``kho_inspect map --json`` from every live source: all give the same
+      ranges, equal to test_kho's folios over the memory those cover.
   S4  ``kho_inspect capture -o /results/capture.core``.
   S3  (guest half) ask the host for a QMP memory dump and wait for its ack.
   S2  (first half) ``kexec -s -l`` the same kernel with ``stage=2``, ``kexec -e``.
