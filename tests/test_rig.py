@@ -215,6 +215,10 @@ def test_skip_must_name_the_missing_kernel_feature(rig, tmp_path):
     kr.set("S1", "skip", "no finalize", lacks="debugfs out/finalize")
     assert kr.out["S1"] == ("skip", "kernel lacks debugfs out/finalize: "
                                     "no finalize")
+    kr.set("S1", "skip", "x", lacks=["a (6.18+)", "b (6.19+)"])
+    assert kr.out["S1"] == ("skip", "kernel lacks a (6.18+), b (6.19+): x")
+    kr.set("S1", "skip", "x", lacks=[])
+    assert kr.out["S1"][0] == "fail"
     kr.set("S1", "maybe", "?")
     assert kr.out["S1"][0] == "fail"
 
