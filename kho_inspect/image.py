@@ -9,10 +9,16 @@ the generation, the kho-v1 bitmap size, the FDT's phys and the kernel release.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import stat
 import struct
+import tempfile
+import threading
 
+from .abi import v1
 from .abi.common import PAGE_SIZE
 from .errors import KhoError
 
@@ -49,7 +55,12 @@ def _note(meta: dict) -> bytes:
 def write_image(path: str, segments, meta: dict) -> None:
     """Write *segments* (list of (phys, bytes)) and *meta* as an ELF core.
 
-    The file appears complete or not at all (written aside, then renamed).
+    The file appears complete or not at all: written to a new temporary file
+    in the same directory, then renamed over *path*. Only a regular file is
+    ever replaced (see :func:`check_output`); the temporary is removed on
+    any error and on any signal that ends the process.
+
+    :raises KhoError: for a refused or unwritable *path*.
     """
     meta = dict(meta, image_format=IMAGE_FORMAT)
     note = _note(meta)
@@ -64,21 +75,111 @@ def write_image(path: str, segments, meta: dict) -> None:
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
     ehdr = _EHDR.pack(ident, _ET_CORE, _EM_X86_64, 1, 0, _EHDR.size, 0, 0,
                       _EHDR.size, _PHDR.size, phnum, 0, 0, 0)
-    tmp = f"{path}.tmp{os.getpid()}"
+    directory = check_output(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(ehdr)
-            f.writelines(phdrs)
-            f.write(note)
-            for _, data in segments:
-                f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        # O_CREAT|O_EXCL|O_NOFOLLOW, an unpredictable name, mode 0600 (the
+        # image holds kernel memory), in the target's own directory.
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
+                                   suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise KhoError(f"{path}: cannot create a file in {directory}: "
+                       f"{e.strerror or e}") from None
+    try:
+        with _unlinked_on_signal(tmp) as pending:
+            with os.fdopen(fd, "wb") as f:
+                f.write(ehdr)
+                f.writelines(phdrs)
+                f.write(note)
+                for _, data in segments:
+                    f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            check_output(path)          # still not a device, link or dir
+            os.replace(tmp, path)
+            pending.clear()
+    except BaseException as e:
+        _unlink(tmp)
+        if isinstance(e, OSError):
+            raise KhoError(f"{path}: {e.strerror or e}") from None
         raise
+
+
+def check_output(path: str) -> str:
+    """Refuse an output name that is empty, names a directory, or an existing
+    entry that is not a regular file (a device such as /dev/null, a FIFO, a
+    socket, a symbolic link): an image replaces only a regular file.
+
+    :returns: the directory the image goes to (which must exist).
+    """
+    if not path:
+        raise KhoError("the output file name is empty")
+    directory, name = os.path.split(path)
+    directory = directory or "."
+    if not name or name in (".", ".."):
+        raise KhoError(f"{path}: names a directory, not a file")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise KhoError(f"{path}: {e.strerror or e}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+                "a symbolic link" if stat.S_ISLNK(st.st_mode) else
+                "a device or special file")
+        raise KhoError(f"{path}: is {kind}; an image is written only as a "
+                       "regular file")
+    if not os.path.isdir(directory):
+        raise KhoError(f"{path}: no such directory {directory}")
+    return directory
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+#: Signals whose default action ends the process: the temporary file must
+#: not outlive any of them (SIGKILL cannot be caught).
+_ENDING_SIGNALS = tuple(getattr(signal, n) for n in (
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGPIPE", "SIGALRM",
+    "SIGUSR1", "SIGUSR2", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF")
+    if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def _unlinked_on_signal(tmp: str):
+    """Context: a signal that would end the process first removes *tmp*,
+    then does what it would have done (the default action, or the handler
+    that was installed, e.g. KeyboardInterrupt). Signals ignored before stay
+    ignored. Yields a list; clear it once *tmp* is renamed."""
+    pending = [tmp]
+    old: dict = {}
+
+    def handler(sig, frame):
+        if pending:
+            _unlink(pending.pop())
+        for s, h in old.items():
+            signal.signal(s, h)
+        prev = old.get(sig)
+        if callable(prev):
+            prev(sig, frame)
+        else:
+            os.kill(os.getpid(), sig)     # default action, as if never caught
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in _ENDING_SIGNALS:
+            prev = signal.getsignal(sig)
+            if prev is None or prev == signal.SIG_IGN:
+                continue                  # set outside Python, or ignored
+            old[sig] = signal.signal(sig, handler)
+    try:
+        yield pending
+    finally:
+        for sig, prev in old.items():
+            signal.signal(sig, prev)
 
 
 def read_image_meta(path: str) -> dict | None:
@@ -96,6 +197,10 @@ def read_image_meta(path: str) -> dict | None:
             if phentsize != _PHDR.size or phnum > 1 << 20:
                 raise KhoError(f"{path}: bad ELF program header table")
             size = os.fstat(f.fileno()).st_size
+            if phoff + phentsize * phnum > size:
+                raise KhoError(f"{path}: truncated: the ELF program header "
+                               f"table (offset {phoff}, {phnum} entries) "
+                               f"ends beyond the file's {size} bytes")
             f.seek(phoff)
             table = f.read(phentsize * phnum)
             for i in range(len(table) // _PHDR.size):
@@ -104,15 +209,15 @@ def read_image_meta(path: str) -> dict | None:
                 if ptype != _PT_NOTE or filesz > 1 << 24 or off + filesz > size:
                     continue
                 f.seek(off)
-                meta = _find_note(f.read(filesz))
+                meta = _find_note(f.read(filesz), path)
                 if meta is not None:
                     return meta
     except OSError as e:
-        raise KhoError(f"{path}: {e.strerror}") from None
+        raise KhoError(f"{path}: {e.strerror or e}") from None
     return None
 
 
-def _find_note(data: bytes) -> dict | None:
+def _find_note(data: bytes, path: str = "image") -> dict | None:
     pos = 0
     while pos + 12 <= len(data):
         namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
@@ -123,8 +228,53 @@ def _find_note(data: bytes) -> dict | None:
         pos += (descsz + 3) & ~3
         if name == NOTE_NAME and ntype == NOTE_TYPE:
             try:
-                return json.loads(desc)
-            except ValueError:
-                raise KhoError("handover image note is not valid JSON") \
-                    from None
+                meta = json.loads(desc)
+            except (ValueError, RecursionError):
+                raise KhoError(f"{path}: the handover image note is not "
+                               "valid JSON") from None
+            return validate_meta(meta, f"{path}: handover image note")
     return None
+
+
+def _text(value, limit: int = 256) -> bool:
+    return isinstance(value, str) and len(value) <= limit and \
+        value.isprintable()
+
+
+#: The note's fields: name -> (check, what a valid value is). ``fdt_phys``
+#: is required; the others may be absent or null.
+_FIELDS = {
+    "fdt_phys": (lambda v: type(v) is int and 0 <= v < 1 << 64,
+                 "an integer from 0 to 2^64-1"),
+    "bitmap_bytes": (lambda v: type(v) is int and
+                     v in v1.BITMAP_BYTES_CHOICES,
+                     f"one of {v1.BITMAP_BYTES_CHOICES}"),
+    "image_format": (lambda v: v == IMAGE_FORMAT,
+                     f"{IMAGE_FORMAT} (this kho_inspect's image format)"),
+    "generation": (lambda v: _text(v, 64), "a short string"),
+    "release": (lambda v: _text(v, 64), "a kernel release string"),
+    "source": (_text, "a string"),
+    "fdt_source": (_text, "a string"),
+}
+
+
+def validate_meta(meta, what: str) -> dict:
+    """Check a note's JSON like any other input: *meta* must be an object,
+    ``fdt_phys`` an address, every known field of its type (unknown fields
+    are dropped). Returns the checked dict; raises KhoError naming *what*."""
+    if not isinstance(meta, dict):
+        raise KhoError(f"{what} is not a JSON object")
+    if "fdt_phys" not in meta:
+        raise KhoError(f"{what} has no 'fdt_phys'")
+    out = {}
+    for key, (ok, valid) in _FIELDS.items():
+        value = meta.get(key)
+        if value is None and key != "fdt_phys":
+            out[key] = None
+            continue
+        if not ok(value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise KhoError(f"{what}: '{key}' is {shown}, not {valid}")
+        out[key] = value
+    return out

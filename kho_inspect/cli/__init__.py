@@ -17,7 +17,7 @@ from .. import memory, samples
 from ..abi import v1
 from ..decode import decode_handover, find_preserved_copy
 from ..errors import KhoError
-from ..image import write_image, page_ranges
+from ..image import check_output, page_ranges, write_image
 from . import report
 from .report import note
 from .source import bitmap_bytes, open_source, root_fdt
@@ -138,6 +138,7 @@ def cmd_map(args) -> int:
 
 def cmd_capture(args) -> int:
     """Write the handover (FDT, map pages, sub-node blobs) as an image."""
+    check_output(args.output)           # before the work, not after
     src, root, h = _decode(args, with_map=True)
     mem = src.memory()
     if root.phys is None:

@@ -19,7 +19,10 @@ def decode_chunks(mem, map_phys: int, bitmap_bytes: int,
         that wrote the map (512 or 4096; see :mod:`kho_inspect.abi.v1`).
     :returns: the runs (not yet coalesced) and the chunk and bitmap pages.
     :raises KhoError: on a cycle, a repeated bitmap, an impossible count or
-        order, or memory the source does not hold.
+        order, a chunk that is not page-aligned or a bitmap not aligned to
+        its size (the writer's ``kzalloc`` objects are), a bitmap inside a
+        chunk page, or memory the source does not hold. So no byte of the
+        map is decoded twice.
     """
     if bitmap_bytes not in v1.BITMAP_BYTES_CHOICES:
         raise KhoError(f"kho-v1 bitmap size must be one of "
@@ -34,13 +37,22 @@ def decode_chunks(mem, map_phys: int, bitmap_bytes: int,
         return result
     runs, pages = result.runs, result.pages
     seen: set[int] = set()
+    page_mask = v1.CHUNK_SIZE - 1
+    chunk_pages: set[int] = set()
+    bitmap_pages: set[int] = set()
     phys, idx = map_phys, 0
     while phys:
         where = f"kho-v1 chunk #{idx} at phys 0x{phys:x}"
         if phys in seen:
             raise KhoError(f"{where}: the chunk list loops back to a chunk "
                            "already visited")
+        if phys & page_mask:
+            raise KhoError(f"{where}: not page-aligned (a chunk is a page of "
+                           "its own)")
+        if phys in bitmap_pages:
+            raise KhoError(f"{where}: the page also holds a bitmap")
         seen.add(phys)
+        chunk_pages.add(phys)
         page = mem.read(phys, v1.CHUNK_SIZE, f"kho-v1 chunk #{idx}")
         nxt, order, num, entries = v1.parse_chunk(page)
         if num > v1.KHOSER_BITMAP_SIZE:
@@ -57,7 +69,14 @@ def decode_chunks(mem, map_phys: int, bitmap_bytes: int,
             if bm in seen:
                 raise KhoError(f"{where}: entry {e}: bitmap at 0x{bm:x} is "
                                "referenced twice")
+            if bm % bitmap_bytes:
+                raise KhoError(f"{where}: entry {e}: bitmap at 0x{bm:x} is "
+                               f"not {bitmap_bytes}-byte aligned")
+            if bm & ~page_mask in chunk_pages:
+                raise KhoError(f"{where}: entry {e}: bitmap at 0x{bm:x} lies "
+                               "in a chunk page")
             seen.add(bm)
+            bitmap_pages.add(bm & ~page_mask)
             data = mem.read(bm, bitmap_bytes,
                             f"bitmap of entry {e} of kho-v1 chunk #{idx}")
             pages.append(MapPage(bm, bitmap_bytes, "bitmap"))

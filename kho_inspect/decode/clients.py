@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import fdt as fdtmod
 from ..abi import clients as abi
-from ..abi.common import u64le
+from ..abi.common import PAGE_SIZE, u64le
 from ..errors import KhoError
 from .vmalloc import decode_vmalloc, read_vmalloc
 
@@ -63,9 +63,17 @@ def test_kho(tree: fdtmod.Fdt, mem, where: str):
     else:
         vinfo, blocks, pages = decode_vmalloc(mem, info.value,
                                               f"{where} folios_info")
+        # nr_folios is input too: the list must fit in the vmalloc area.
+        if nr * 8 > vinfo["total_pages"] * PAGE_SIZE:
+            raise KhoError(f"{where}: nr_folios {nr} needs {nr * 8} bytes; "
+                           f"its vmalloc area holds {vinfo['total_pages']} "
+                           "page(s)")
         raw, more = read_vmalloc(mem, blocks, vinfo["order"], nr * 8, where)
         pages = pages + more
         out["folios_info_vmalloc"] = vinfo
+    if len(raw) != nr * 8:
+        raise KhoError(f"{where}: nr_folios {nr} needs {nr * 8} bytes of "
+                       f"folios_info, found {len(raw)}")
     entries = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, nr * 8, 8)]
     out["folios"] = [{"phys": e & ~abi.TEST_KHO_ORDER_MASK,
                       "order": e & abi.TEST_KHO_ORDER_MASK} for e in entries]

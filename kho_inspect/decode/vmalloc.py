@@ -20,7 +20,9 @@ def decode_vmalloc(mem, desc: bytes, where: str):
         chunk pages read.
     :raises KhoError: on a bad descriptor, a cycle, or a page count that
         disagrees with ``total_pages`` (the checks ``kho_restore_vmalloc``
-        makes).
+        makes); on a chunk or block that is not page-aligned, or a block
+        that overlaps another (the pages of one vmalloc area are distinct),
+        so that no page is decoded twice.
     """
     if len(desc) != abi.DESCRIPTOR.size:
         raise KhoError(f"{where}: a kho_vmalloc descriptor is "
@@ -34,10 +36,14 @@ def decode_vmalloc(mem, desc: bytes, where: str):
         raise KhoError(f"{where}: kho_vmalloc order {order} is absurd")
     blocks, pages, seen, pages_counted = [], [], set(), 0
     phys = first
+    block_size = PAGE_SIZE << order
     while phys:
         if phys in seen:
             raise KhoError(f"{where}: vmalloc chunk list loops at phys "
                            f"0x{phys:x}")
+        if phys % PAGE_SIZE:
+            raise KhoError(f"{where}: vmalloc chunk at phys 0x{phys:x} is "
+                           "not page-aligned")
         seen.add(phys)
         page = mem.read(phys, abi.CHUNK_SIZE, f"{where} vmalloc chunk")
         pages.append(MapPage(phys, abi.CHUNK_SIZE, "vmalloc-chunk"))
@@ -49,25 +55,43 @@ def decode_vmalloc(mem, desc: bytes, where: str):
             if pages_counted > total:
                 raise KhoError(f"{where}: vmalloc chunks hold more than "
                                f"total_pages={total} pages")
+            if p % PAGE_SIZE or p + block_size > 1 << 64:
+                raise KhoError(f"{where}: vmalloc block at phys 0x{p:x} is "
+                               "not a page-aligned address")
             blocks.append(p)
         phys = nxt
     if pages_counted != total:
         raise KhoError(f"{where}: vmalloc chunks hold {pages_counted} pages, "
                        f"total_pages says {total}")
+    ordered = sorted(blocks)
+    for a, b in zip(ordered, ordered[1:]):
+        if b < a + block_size:
+            raise KhoError(f"{where}: vmalloc blocks at phys 0x{a:x} and "
+                           f"0x{b:x} overlap ({block_size} bytes each)")
     return info, blocks, pages
 
 
 def read_vmalloc(mem, blocks, order: int, size: int, where: str):
-    """Read the first *size* bytes of the vmalloc area made of *blocks*.
+    """Read the first *size* bytes of the vmalloc area made of *blocks*
+    (as :func:`decode_vmalloc` returns them).
 
     :returns: ``(data, pages)``.
+    :raises KhoError: if the blocks hold fewer than *size* bytes, or one
+        cannot be read (read a page at a time: a huge block that is not in
+        the source fails at its first missing page, not after allocating
+        its whole size).
     """
     step = PAGE_SIZE << order
+    if size > len(blocks) * step:
+        raise KhoError(f"{where}: {size} bytes wanted from a vmalloc area of "
+                       f"{len(blocks)} block(s) of {step} bytes")
     out, pages = bytearray(), []
     for p in blocks:
         if len(out) >= size:
             break
         n = min(step, size - len(out))
-        out += mem.read(p, n, f"{where} vmalloc data")
+        for off in range(0, n, PAGE_SIZE):
+            out += mem.read(p + off, min(PAGE_SIZE, n - off),
+                            f"{where} vmalloc data")
         pages.append(MapPage(p, n, "vmalloc-data"))
     return bytes(out), pages
