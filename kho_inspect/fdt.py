@@ -13,6 +13,7 @@ import struct
 from .errors import KhoError
 
 FDT_MAGIC = 0xD00DFEED
+_MAGIC_BYTES = FDT_MAGIC.to_bytes(4, "big")
 HEADER = struct.Struct(">10I")
 HEADER_SIZE = HEADER.size  # 40 (version 17)
 FDT_BEGIN_NODE, FDT_END_NODE, FDT_PROP, FDT_NOP, FDT_END = 1, 2, 3, 4, 9
@@ -72,6 +73,12 @@ class Fdt:
     last_comp_version: int
     boot_cpuid_phys: int
     reservations: list[tuple[int, int]]
+
+
+def has_magic(blob: bytes) -> bool:
+    """True if *blob* starts with the FDT magic (a cheap test of a blob's
+    format before reading all of it)."""
+    return blob[:4] == _MAGIC_BYTES
 
 
 def header_totalsize(blob: bytes) -> int:

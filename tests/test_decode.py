@@ -8,7 +8,8 @@ from hypothesis import given, strategies as st
 from conftest import run_dtc
 from abi_encode import encode_radix, encode_v1
 from helpers import PAGE, bitmap, chunk_page, kho_dts, mem, table, u64le
-from kho_inspect.decode import decode_handover
+from kho_inspect.decode import decode_handover, read_fdt_at
+from kho_inspect.decode.handover import check_bitmap_bytes
 from kho_inspect.decode.chunks import decode_chunks
 from kho_inspect.decode.radix import decode_radix
 from kho_inspect.errors import KhoError, MemoryFault
@@ -268,3 +269,94 @@ def test_memblock_reserve_mem_blob(dtc):
                          "regions": [{"name": "trace", "start": 0x7f000000,
                                       "size": 0x100000}]}
     assert h.map.state == "not-finalized"
+
+
+# -- composite compatibles, the root FDT size, client compatibles ----------
+
+def test_composite_compatible_decodes_base_and_lists_tokens(dtc):
+    # newer trees append ";token" features to the base (docs/abi.md 2.4)
+    blob = run_dtc(dtc, kho_dts("kho-v4;radix-v1;vmalloc-v1", 0x100000))
+    h = decode_handover(blob, mem(radix_hand_map()))
+    assert h.generation == "kho-v4"
+    assert h.compat_tokens == ["radix-v1", "vmalloc-v1"]
+    assert coalesce(h.map.runs) == [Run(0x1000000, 0, 3),
+                                    Run(0x40000000, 9, 1)]
+
+
+def test_plain_compatible_has_no_tokens(dtc):
+    h = decode_handover(run_dtc(dtc, kho_dts("kho-v3", 0x100000)))
+    assert (h.generation, h.compat_tokens) == ("kho-v3", [])
+
+
+@pytest.mark.parametrize("compat, msg", [
+    ("kho-v9;radix-v1", "unknown KHO compatible 'kho-v9;radix-v1' "
+                        r"\(base 'kho-v9'; known: kho-v1, kho-v2"),
+    # a known token does not rescue an unknown base
+    ("radix-v1;kho-v4", "base 'radix-v1'"),
+    ("kho-v4radix", "unknown KHO compatible 'kho-v4radix' \\(known:"),
+])
+def test_unknown_base_is_refused(dtc, compat, msg):
+    blob = run_dtc(dtc, kho_dts(compat, 0x100000))
+    with pytest.raises(KhoError, match=msg) as e:
+        decode_handover(blob, mem(radix_hand_map()))
+    assert "\n" not in str(e.value)
+
+
+def test_cli_composite_compatible_and_unknown_base(tmp_path, dtc, capsys):
+    import json
+    from kho_inspect.cli import main
+    from kho_inspect.image import write_image
+    fdt_phys = 0x400000
+    img = str(tmp_path / "img.core")
+    blob = run_dtc(dtc, kho_dts("kho-v4;radix-v1", 0x100000))
+    write_image(img, radix_hand_map() + [(fdt_phys, blob.ljust(PAGE, b"\0"))],
+                {"generation": "kho-v4", "fdt_phys": fdt_phys,
+                 "release": "test"})
+    assert main(["map", "--core", img, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["generation"] == "kho-v4"
+    assert [(r["phys"], r["order"], r["count"]) for r in doc["ranges"]] == [
+        (0x1000000, 0, 3), (0x40000000, 9, 1)]
+    bad = tmp_path / "bad.dtb"
+    bad.write_bytes(run_dtc(dtc, kho_dts("kho-v9;radix-v1", 0x100000)))
+    assert main(["fdt", "--fdt", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "unknown KHO compatible 'kho-v9;radix-v1'" in err
+
+
+def test_root_fdt_larger_than_a_page_is_refused(dtc):
+    blob = bytearray(run_dtc(dtc, kho_dts("kho-v3", 0x100000)))
+    # claim 8 KiB (free space after the blocks is legal FDT padding)
+    blob[4:8] = (2 * PAGE).to_bytes(4, "big")
+    blob = bytes(blob).ljust(2 * PAGE, b"\0")
+    with pytest.raises(KhoError, match="totalsize 8192 exceeds 4096 bytes"):
+        decode_handover(blob)
+    with pytest.raises(KhoError, match="totalsize 8192 exceeds 4096"):
+        read_fdt_at(mem([(0x400000, blob)]), 0x400000, "root FDT")
+
+
+def test_client_fdt_with_another_compatible_is_not_decoded(dtc):
+    sub = run_dtc(dtc, b'/dts-v1/; / { compatible = "kho-test-v2"; '
+                       b'magic = <0x21484f4b>; };')
+    blob = run_dtc(dtc, kho_dts("kho-v1", 0, f"kho_test {{ fdt = "
+                                             f"{u64le(0x500000)}; }};"))
+    h = decode_handover(blob, mem([(0x500000, sub.ljust(PAGE, b"\0"))]),
+                        bitmap_bytes=4096)
+    (t,) = h.subnodes
+    assert "FDT compatible 'kho-test-v2', not 'kho-test-v1'" in t.error
+    assert t.content["compatible"] == "kho-test-v2"
+    assert t.content["tree"]["props"]["magic"]["hex"] == "21484f4b"
+
+
+@pytest.mark.parametrize("given, noted, ok", [
+    (512, 4096, False), (4096, 512, False), (512, 512, True),
+    (4096, None, True)])
+def test_explicit_bitmap_size_must_match_the_image_note(given, noted, ok):
+    if ok:
+        assert check_bitmap_bytes(given, noted) == given
+        return
+    with pytest.raises(KhoError, match=f"--bitmap-bytes {given} contradicts "
+                                       f"the image note.*{noted}-byte") as e:
+        check_bitmap_bytes(given, noted)
+    assert "\n" not in str(e.value)

@@ -1,29 +1,34 @@
 """Blobs of the KHO clients kho_inspect knows how to show.
 
-Source: shared/kho-abi.md sections 3.7 and 7.
+See docs/abi.md section 7.
 """
 
 import struct
 
-FDT_MAGIC = b"\xd0\x0d\xfe\xed"
-
-# memblock reserve_mem: FDT "memblock-v1" with "reserve-mem-v1" children.
+# memblock reserve_mem (6.16+): FDT "memblock-v1" with "reserve-mem-v1"
+# children (include/linux/kho/abi/memblock.h in 7.1+; not in 6.19).
 MEMBLOCK_NODE = "memblock"
 MEMBLOCK_COMPATIBLE = "memblock-v1"
 RESERVE_MEM_COMPATIBLE = "reserve-mem-v1"
 
-# lib/test_kho.c
+# lib/test_kho.c (6.17+)
 TEST_KHO_NODE = "kho_test"
 TEST_KHO_COMPATIBLE = "kho-test-v1"
 TEST_KHO_MAGIC = 0x4B484F21            # "KHO!"
 #: folios_info entries are (phys | order): the order sits in the page offset.
 TEST_KHO_ORDER_MASK = 0xFFF
 
-# kexec-metadata (7.1+): packed {u32 version; char release[65]; u32 count}
+# kexec-metadata, since Linux 7.1 (include/linux/kho/abi/kexec_metadata.h):
+# packed {u32 version; char previous_release[65]; u32 kexec_count}
 KEXEC_METADATA_NODE = "kexec-metadata"
 KEXEC_METADATA = struct.Struct("<I65sI")
 KEXEC_METADATA_VERSION = 1
 
-# LUO: an FDT before 7.2, a raw struct luo_ser from 7.2.
+# LUO (6.19+): an FDT up to 7.1, a raw struct luo_ser since Linux 7.2.
 LUO_NODE = "LUO"
 LUO_SER = struct.Struct("<8sQQQ")      # compatible, liveupdate_num, sessions, flbs
+
+#: Sub-node name -> the compatible its FDT blob must carry; the client's own
+#: reader in the next kernel refuses any other (fdt_node_check_compatible).
+FDT_COMPATIBLE = {MEMBLOCK_NODE: MEMBLOCK_COMPATIBLE,
+                  TEST_KHO_NODE: TEST_KHO_COMPATIBLE}

@@ -1,6 +1,7 @@
 """Facts shared by every KHO generation (x86-64, 4 KiB pages, little-endian).
 
-Source: shared/kho-abi.md sections 2 and 10.
+See docs/abi.md section 3 (the root FDT and its handover) and section 6.1
+(the head-page marker).
 """
 
 PAGE_SHIFT = 12
@@ -14,27 +15,26 @@ MAX_REPRESENTABLE_ORDER = 64 - PAGE_SHIFT - 1
 PROP_MEM_MAP = "preserved-memory-map"
 PROP_COMPATIBLE = "compatible"
 
-#: The root FDT is one page and the handover always states PAGE_SIZE.
+#: Largest root FDT: one page. 6.16-6.18 build it with
+#: ``fdt_create(fdt, PAGE_SIZE)``, 6.19+ resize it with
+#: ``fdt_open_into(fdt, fdt, PAGE_SIZE)``, and the next kernel maps exactly
+#: PAGE_SIZE bytes (``kho_populate``); a larger header is corrupt.
 ROOT_FDT_MAX = PAGE_SIZE
 
 #: High 32 bits of page->private on a preserved, not yet restored head page
-#: (6.18+; "KHOP"). The low 32 bits hold the order.
+#: ("KHOP"). Since Linux 6.18 (``union kho_page_info``); 6.16/6.17 store the
+#: bare order. The low 32 bits hold the order.
 KHO_PAGE_MAGIC = 0x4B484F50
 
 #: x86 setup_data type of the KHO handover (struct kho_data).
 SETUP_KEXEC_KHO = 10
-#: struct kho_data: fdt_addr, fdt_size, scratch_addr, scratch_size (u64 each).
-KHO_DATA_FORMAT = "<QQQQ"
+#: sizeof(struct kho_data): u64 fdt_addr, fdt_size, scratch_addr,
+#: scratch_size, in that order.
 KHO_DATA_SIZE = 32
 
 #: struct kho_scratch { phys_addr_t addr; phys_addr_t size; }
 SCRATCH_FORMAT = "<QQ"
 SCRATCH_SIZE = 16
-
-
-def block_size(order: int) -> int:
-    """Bytes covered by one preserved block of *order*."""
-    return PAGE_SIZE << order
 
 
 def u64le(value: bytes) -> int:
@@ -48,6 +48,8 @@ def u64le(value: bytes) -> int:
 def page_private_marker(private: int) -> tuple[int, bool]:
     """Split a head page's ``page->private`` into (order, has_magic).
 
-    6.16/6.17 store just the order; 6.18+ store ``KHO_PAGE_MAGIC << 32 | order``.
+    6.16/6.17 store just the order; since Linux 6.18 it is
+    ``KHO_PAGE_MAGIC << 32 | order`` (``union kho_page_info``: u32 order,
+    then u32 magic).
     """
     return private & 0xFFFFFFFF, (private >> 32) == KHO_PAGE_MAGIC

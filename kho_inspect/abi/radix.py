@@ -3,10 +3,15 @@
 ``preserved-memory-map`` -> level-5 root. Levels 5..1 are tables of 512 u64
 phys pointers; level 0 is a 4 KiB leaf bitmap. A preserved block (phys,
 order) is the key ``(1 << (52 - order)) | (phys >> (12 + order))``.
-v3 and v4 maps are byte-identical; v2 was never released.
-Source: shared/kho-abi.md sections 4-5.
+v3 and v4 maps are byte-identical; v2 was never released. Since Linux 7.1
+(commit 3f2ad90060, "kho: adopt radix tree for preserved memory tracking",
+which named it kho-v2; 7.1 released it as kho-v3). The kernel's own
+definition is ``include/linux/kho/abi/kexec_handover.h`` (7.1+). See
+docs/abi.md section 5.
 """
 
+#: The root compatibles of the radix generations, oldest first (docs/abi.md
+#: section 2).
 COMPATIBLES = ("kho-v2", "kho-v3", "kho-v4")
 #: Sub-node properties: u64 phys of any blob, and (v3+) its byte length.
 SUBNODE_PROP_BLOB = "preserved-data"

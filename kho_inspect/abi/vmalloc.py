@@ -1,6 +1,7 @@
-"""vmalloc preservation (6.18+): ``struct kho_vmalloc`` and its chunk list.
+"""vmalloc preservation: ``struct kho_vmalloc`` and its chunk list.
 
-Source: shared/kho-abi.md section 6.
+Since Linux 6.18 (``kho_preserve_vmalloc``); the layout has not changed
+since. See docs/abi.md section 7.1.
 """
 
 import struct

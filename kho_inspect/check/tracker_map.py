@@ -1,7 +1,7 @@
 """The tracker (drgn walker) against the map (reference decoder of the
 outgoing FDT's ``preserved-memory-map``), on a live kernel or a vmcore.
 
-Where they must agree (shared/kho-abi.md 3.4, 5.3):
+Where they must agree (docs/abi.md sections 4.4 and 5.5):
 
 * 7.1+ (radix): always; the tracker *is* the map.
 * kho-v1 after finalize: the map is a serialization of the tracker. 6.16-6.18

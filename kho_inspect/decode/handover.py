@@ -1,11 +1,15 @@
-"""Root FDT -> generation, preserved-memory map and sub-nodes."""
+"""Root FDT -> generation, preserved-memory map and sub-nodes.
+
+See docs/abi.md section 3 for the root FDT, section 2 for the generations
+and section 7 for the client blobs.
+"""
 
 from __future__ import annotations
 
 from .. import fdt as fdtmod
 from ..abi import common
-from ..abi.clients import FDT_MAGIC
-from ..abi.generations import GENERATIONS, Generation, known
+from ..abi import clients as client_abi
+from ..abi.generations import GENERATIONS, Generation, known, split_compatible
 from ..errors import KhoError
 from . import clients
 from .chunks import decode_chunks
@@ -16,8 +20,11 @@ from .radix import decode_radix
 MAX_BLOB = 64 << 20
 
 
-def read_fdt_at(mem, phys: int, what: str, limit: int) -> bytes:
-    """Read the FDT at *phys*, sized by its own header (at most *limit*)."""
+def read_fdt_at(mem, phys: int, what: str,
+                limit: int = common.ROOT_FDT_MAX) -> bytes:
+    """Read the FDT at *phys*, sized by its own header: at most *limit*
+    bytes (by default :data:`~kho_inspect.abi.common.ROOT_FDT_MAX`, the one
+    page a root FDT may occupy)."""
     head = mem.read(phys, 8, what)
     try:
         total = fdtmod.header_totalsize(head)
@@ -29,16 +36,23 @@ def read_fdt_at(mem, phys: int, what: str, limit: int) -> bytes:
     return mem.read(phys, total, what)
 
 
-def identify(tree: fdtmod.Fdt) -> Generation:
-    """The generation named by the root ``compatible``."""
+def identify(tree: fdtmod.Fdt) -> tuple[Generation, list[str]]:
+    """The generation named by the root ``compatible``, and the feature
+    tokens after its base (``kho-v4;radix-v1;vmalloc-v1`` is kho-v4 with
+    tokens ``radix-v1``, ``vmalloc-v1``; docs/abi.md section 2.4). The
+    tokens are listed, not interpreted: only an unknown base is refused."""
     p = tree.root.props.get(common.PROP_COMPATIBLE)
     if p is None:
         raise KhoError("root FDT has no 'compatible' property: not a KHO FDT")
     for c in p.strings():
-        if c in GENERATIONS:
-            return GENERATIONS[c]
-    raise KhoError(f"unknown KHO compatible {p.string()!r} (known: "
-                   f"{known()})")
+        base, tokens = split_compatible(c)
+        if base in GENERATIONS:
+            return GENERATIONS[base], tokens
+    full = p.string()
+    base = split_compatible(full)[0]
+    raise KhoError(f"unknown KHO compatible {full!r} ("
+                   + (f"base {base!r}; " if base != full else "")
+                   + f"known: {known()})")
 
 
 def map_phys(tree: fdtmod.Fdt) -> int:
@@ -81,7 +95,7 @@ def decode_subnode(node: fdtmod.Node, gen: Generation, mem) -> Subnode:
             return sub
         where = f"sub-node {node.name!r} blob at phys 0x{sub.phys:x}"
         head = mem.read(sub.phys, 8, f"sub-node {node.name!r} blob")
-        if head[:4] == FDT_MAGIC:
+        if fdtmod.has_magic(head):
             blob = read_fdt_at(mem, sub.phys, f"sub-node {node.name!r} FDT",
                                min(sub.size or MAX_BLOB, MAX_BLOB))
             if sub.size is None:
@@ -91,14 +105,21 @@ def decode_subnode(node: fdtmod.Node, gen: Generation, mem) -> Subnode:
             compat = tree.root.props.get(common.PROP_COMPATIBLE)
             content = {"format": "fdt",
                        "compatible": compat.string() if compat else None}
+            sub.content = content
             dec = clients.FDT_CLIENTS.get(node.name)
+            want = client_abi.FDT_COMPATIBLE.get(node.name)
+            if dec and want not in (compat.strings() if compat else []):
+                # the client's reader would refuse it: show it as a tree
+                content["tree"] = fdtmod.node_to_json(tree.root)
+                raise KhoError(f"{where}: FDT compatible "
+                               f"{content['compatible']!r}, not {want!r}: "
+                               f"not decoded as {node.name}")
             if dec:
                 extra, pages = dec(tree, mem, where)
                 content.update(extra)
                 sub.pages += pages
             else:
                 content["tree"] = fdtmod.node_to_json(tree.root)
-            sub.content = content
         elif node.name in clients.RAW_CLIENTS and sub.size is not None:
             if sub.size > MAX_BLOB:
                 raise KhoError(f"blob-size {sub.size} is absurd")
@@ -125,7 +146,11 @@ def decode_handover(blob: bytes, mem=None, *, fdt_phys: int | None = None,
         that cannot be decoded.
     """
     tree = fdtmod.parse(blob)
-    gen = identify(tree)
+    if tree.totalsize > common.ROOT_FDT_MAX:
+        raise KhoError(f"root FDT totalsize {tree.totalsize} exceeds "
+                       f"{common.ROOT_FDT_MAX} bytes: the kernel hands over "
+                       "exactly one page")
+    gen, tokens = identify(tree)
     mphys = map_phys(tree)
     pmap = None
     if mem is not None and with_map:
@@ -140,7 +165,27 @@ def decode_handover(blob: bytes, mem=None, *, fdt_phys: int | None = None,
         else:
             pmap = decode_radix(mem, mphys, gen.compatible)
     subnodes = [decode_subnode(n, gen, mem) for n in tree.root.children]
-    return Handover(gen.compatible, fdt_phys, tree.totalsize, pmap, subnodes)
+    return Handover(gen.compatible, fdt_phys, tree.totalsize, pmap, subnodes,
+                    compat_tokens=tokens)
+
+
+def check_bitmap_bytes(given: int, noted: int | None,
+                       option: str = "--bitmap-bytes") -> int:
+    """Return *given*, a kho-v1 bitmap size the user chose, unless *noted*
+    (what a handover image's note recorded from the kernel that wrote the
+    map) differs: then refuse. A wrong size decodes without error but
+    wrongly: 512 on a map written with 4096-byte bitmaps reads only the first
+    eighth of every bitmap, 4096 on 512-byte bitmaps reads the 3.5 KiB after
+    each as preservation bits (docs/abi.md section 4.2).
+
+    :raises KhoError: when *noted* is set and differs from *given*.
+    """
+    if noted is not None and noted != given:
+        raise KhoError(f"{option} {given} contradicts the image note: the "
+                       f"kernel that wrote this map used {noted}-byte kho-v1 "
+                       f"bitmaps (decoding with {given} would give wrong "
+                       f"ranges); drop {option}")
+    return given
 
 
 def find_preserved_copy(mem, runs, blob: bytes, limit: int = 1 << 16):

@@ -57,11 +57,14 @@ class Subnode:
 class Handover:
     """Everything decoded from one root FDT."""
 
-    generation: str
+    generation: str                 # the base compatible, e.g. "kho-v4"
     fdt_phys: int | None
     fdt_size: int
     map: PreservedMap | None
     subnodes: list[Subnode]
+    #: tokens after the base of a composite compatible
+    #: (``kho-v4;radix-v1`` -> ``["radix-v1"]``), in order; usually empty
+    compat_tokens: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def pages(self) -> list[MapPage]:

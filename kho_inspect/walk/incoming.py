@@ -1,12 +1,12 @@
 """The incoming side, in a kernel booted through a KHO kexec.
 
-What survives boot (shared/kho-abi.md 2.4, 3.5, 5.2):
+What survives boot (docs/abi.md section 6):
 
 * ``kho_in`` (see :func:`kho_inspect.walk.state.incoming_state`) and the
   root FDT it points to, with the client sub-nodes;
 * for every preserved block, a memblock reservation and a marker in the head
-  page's ``page->private``: ``KHO_PAGE_MAGIC << 32 | order`` from 6.18
-  (``union kho_page_info``), the bare order in 6.16/6.17. A successful
+  page's ``page->private``: ``KHO_PAGE_MAGIC << 32 | order`` since Linux
+  6.18 (``union kho_page_info``), the bare order in 6.16/6.17. A successful
   ``kho_restore_*`` clears it (6.18+), so the markers still present are the
   preserved-and-not-yet-restored blocks.
 
@@ -23,8 +23,8 @@ import struct
 import drgn
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
 
-from ..abi.common import KHO_PAGE_MAGIC, MAX_REPRESENTABLE_ORDER, PAGE_SHIFT
-from ..errors import KhoError
+from ..abi.common import (KHO_PAGE_MAGIC, MAX_REPRESENTABLE_ORDER, PAGE_SHIFT,
+                          page_private_marker)
 from ..ranges import Run
 from ._read import reading
 
@@ -66,8 +66,8 @@ class MarkerScan:
 
 
 def has_page_magic(prog: drgn.Program) -> bool:
-    """True if preserved head pages carry ``KHO_PAGE_MAGIC`` (the kernel has
-    ``union kho_page_info``, 6.18+)."""
+    """True if preserved head pages carry ``KHO_PAGE_MAGIC``: since Linux
+    6.18 the kernel has ``union kho_page_info`` (probed, not the release)."""
     try:
         prog.type("union kho_page_info")
         return True
@@ -186,7 +186,8 @@ def _find_magic(data: bytes, pfn0: int, psize: int, poff: int,
     while pos >= 0:
         idx, rem = divmod(pos - at, psize)
         if rem == 0 and idx >= 0:
-            order = int.from_bytes(data[pos - 4:pos], "little")
+            order, _ = page_private_marker(
+                int.from_bytes(data[pos - 4:pos + 4], "little"))
             out.append(Run((pfn0 + idx) << PAGE_SHIFT, order, 1))
         pos = data.find(_MAGIC, pos + 1)
 
@@ -237,10 +238,3 @@ def preserved_markers(prog: drgn.Program, *,
                         magic=True, max_pages=max_pages)
     scan.note = why + "; scanned the memmap instead"
     return scan
-
-
-def check_incoming_boot(prog: drgn.Program, fdt_phys: int) -> None:
-    """Raise a KhoError when this kernel was not KHO-booted."""
-    if not fdt_phys:
-        raise KhoError("kho_in.fdt_phys is 0: this kernel was not booted "
-                       "through a KHO kexec (nothing incoming)")

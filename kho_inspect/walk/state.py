@@ -52,7 +52,8 @@ class ScratchArea:
 
 def scratch_areas(prog: drgn.Program) -> list[ScratchArea]:
     """The scratch areas, ``struct kho_scratch kho_scratch[kho_scratch_cnt]``
-    (static in 6.16/6.17, global from 6.18), read with one ``prog.read``.
+    (file-static in 6.16/6.17, global since Linux 6.18), read with one
+    ``prog.read`` (docs/abi.md section 3.4).
 
     :returns: the areas in array order; empty when ``kho_scratch`` is NULL
         (KHO off, or scratch reservation failed).
@@ -117,6 +118,19 @@ def _file_mode(image: drgn.Object) -> bool | None:
         return None
 
 
+#: Why there is nothing incoming: said by every command that needs a KHO boot.
+NOT_KHO_BOOT = ("kho_in.fdt_phys is 0: this kernel was not booted through a "
+                "KHO kexec (nothing incoming)")
+
+
+def require_kho_boot(fdt_phys: int) -> int:
+    """Return *fdt_phys* (``kho_in.fdt_phys``), or raise a KhoError saying
+    this kernel was not booted through a KHO kexec when it is 0."""
+    if not fdt_phys:
+        raise KhoError(NOT_KHO_BOOT)
+    return fdt_phys
+
+
 @dataclasses.dataclass
 class IncomingState:
     """``kho_in``: what the previous kernel handed over."""
@@ -138,8 +152,9 @@ class IncomingState:
 
 def incoming_state(prog: drgn.Program) -> IncomingState:
     """Read ``kho_in``, probing the members each generation has
-    (``mem_map_phys`` 6.19/7.0; ``previous_release``/``kexec_count`` 7.1+;
-    ``radix_tree`` 7.3).
+    (docs/abi.md section 5.5): ``mem_map_phys`` in Linux 6.19/7.0;
+    ``previous_release``/``kexec_count`` since 7.1 (kexec-metadata);
+    ``radix_tree`` since 7.3.
 
     >>> incoming_state(prog).previous_release
     '7.3.4'

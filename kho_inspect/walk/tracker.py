@@ -75,14 +75,19 @@ def tracker_layout(prog: drgn.Program) -> tuple[str, drgn.Object, str]:
     """
     out = kho_out(prog)
     try:
+        # Since Linux 7.1 (commit 3f2ad90060, "kho: adopt radix tree for
+        # preserved memory tracking").
         return RADIX, out.radix_tree.root, "kho_out.radix_tree.root"
     except AttributeError:
         pass
     try:
+        # Linux 6.19 and 7.0: struct kho_serialization is gone.
         return XARRAY, out.track, "kho_out.track"
     except AttributeError:
         pass
     try:
+        # Linux 6.16-6.18 (since commit fc33e4b44b27, "kexec: enable KHO
+        # support for memory preservation").
         return XARRAY, out.ser.track, "kho_out.ser.track"
     except AttributeError:
         raise KhoError("struct kho_out has none of radix_tree, track or "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import drgn
 
+from ..abi import v1
 from ..decode import decode_handover, read_fdt_at
 from ..errors import KhoError
 from ..memory import PhysMemory, kernel_release
@@ -16,11 +17,8 @@ from ._read import direct_map_base, source_name
 from .fdt import outgoing_fdt_phys
 from .incoming import DEFAULT_SCAN_PAGES, preserved_markers
 from .state import (incoming_state, kexec_image_kho, kho_enabled,
-                    scratch_areas)
+                    require_kho_boot, scratch_areas)
 from .tracker import RADIX, outgoing_tracker
-
-#: Largest root FDT read (the kernel's is one page).
-MAX_FDT = 1 << 20
 
 
 def _mem(prog: drgn.Program) -> PhysMemory:
@@ -38,7 +36,7 @@ def outgoing_handover(prog: drgn.Program, *, with_map: bool = False,
     """
     phys = outgoing_fdt_phys(prog)
     mem = _mem(prog)
-    blob = read_fdt_at(mem, phys, "outgoing root FDT", MAX_FDT)
+    blob = read_fdt_at(mem, phys, "outgoing root FDT")
     return decode_handover(blob, mem, fdt_phys=phys, bitmap_bytes=bitmap_bytes,
                            bitmap_source="DWARF sizeof(struct "
                            "kho_mem_phys_bits)", with_map=with_map), phys
@@ -48,19 +46,22 @@ def tracker_view(prog: drgn.Program) -> dict:
     """The outgoing tracker in the schema of ``kho-inspect map --json``
     (``generation``, ``bitmap_bytes``, ``bitmap_source``, ``map_phys``,
     ``state``, ``ranges`` coalesced, ``totals``, ``map_pages``,
-    ``subnodes``), plus the walker's own ``layout``, ``expression``,
+    ``subnodes``, ``compat_tokens``), plus the walker's own ``layout``,
+    ``expression``,
     ``finalized``, ``zero_pages`` and ``source``. ``map_pages`` are the
     bitmaps or nodes the walker read (``virt`` added)."""
     t = outgoing_tracker(prog)
     runs = coalesce(t.runs)
-    gen, subnodes = None, []
+    gen, subnodes, tokens = None, [], []
     try:
         h, _ = outgoing_handover(prog)
         gen, subnodes = h.generation, [s.as_json() for s in h.subnodes]
+        tokens = h.compat_tokens
     except KhoError:
-        gen = "kho-v1" if t.layout != RADIX else None
+        gen = v1.COMPATIBLE if t.layout != RADIX else None
     dm = direct_map_base(prog)
-    return {"generation": gen, "bitmap_bytes": t.bitmap_bytes,
+    return {"generation": gen, "compat_tokens": tokens,
+            "bitmap_bytes": t.bitmap_bytes,
             "bitmap_source": ("DWARF sizeof(struct kho_mem_phys_bits)"
                               if t.bitmap_bytes else None),
             "map_phys": t.root_phys, "state": _state(t),
@@ -106,7 +107,7 @@ def status_view(prog: drgn.Program) -> dict:
     try:
         h, phys = outgoing_handover(prog)
         doc["fdt"] = {"phys": phys, "generation": h.generation,
-                      "size": h.fdt_size,
+                      "compat_tokens": h.compat_tokens, "size": h.fdt_size,
                       "subnodes": [s.as_json() for s in h.subnodes]}
     except KhoError as e:
         tr = doc.get("tracker")
@@ -144,9 +145,7 @@ def incoming_view(prog: drgn.Program, *,
     :raises KhoError: if this kernel was not booted through a KHO kexec.
     """
     st = incoming_state(prog)
-    if not st.kho_boot:
-        raise KhoError("kho_in.fdt_phys is 0: this kernel was not booted "
-                       "through a KHO kexec (nothing incoming)")
+    require_kho_boot(st.fdt_phys)
     doc: dict = {"release": kernel_release(prog), "source": source_name(prog),
                  "kho_in": st.as_json(), "problems": []}
     notes = ["the incoming map's own pages (kho-v1 chunks and bitmaps, radix "
@@ -159,10 +158,10 @@ def incoming_view(prog: drgn.Program, *,
     doc["notes"] = notes
     mem = _mem(prog)
     try:
-        blob = read_fdt_at(mem, st.fdt_phys, "incoming root FDT", MAX_FDT)
+        blob = read_fdt_at(mem, st.fdt_phys, "incoming root FDT")
         h = decode_handover(blob, mem, fdt_phys=st.fdt_phys, with_map=False)
         doc["fdt"] = {"phys": st.fdt_phys, "generation": h.generation,
-                      "size": h.fdt_size,
+                      "compat_tokens": h.compat_tokens, "size": h.fdt_size,
                       "subnodes": [s.as_json() for s in h.subnodes]}
         if any(s.error for s in h.subnodes):
             notes.append("a client that restored its data may have freed "
