@@ -35,7 +35,7 @@ class Kernel:
     """One row of the vmtest matrix."""
 
     name: str           # matrix key, e.g. "6.18"
-    layout: str         # KHO layout it exercises (see shared/kho-abi.md)
+    layout: str         # KHO layout it exercises (docs/abi.md section 2.1)
     versions: tuple     # upstream versions to try, in order (orig tarballs)
     binary: str = ""    # or: a Debian binary package shipping the source
 

@@ -4,8 +4,8 @@
 reads one node by physical address, so the reference decoder (physical
 reads, :func:`decode_radix`) and the drgn walker (reads through the kernel's
 direct map, :func:`kho_inspect.walk.tracker.walk_radix_tree`) share every
-rule: see docs/abi.md section 5.2 for the layout and section 9 (invariants
-7) for what is refused.
+rule: see docs/abi.md sections 5.1-5.3 for the layout, 5.4 for what the
+kernel checks, and section 9 (invariants 9 and 10) for what is refused.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class IncomingState:
 
 def incoming_state(prog: drgn.Program) -> IncomingState:
     """Read ``kho_in``, probing the members each generation has
-    (docs/abi.md section 5.5): ``mem_map_phys`` in Linux 6.19/7.0;
+    (docs/abi.md sections 4.3 and 5.5): ``mem_map_phys`` in Linux 6.19/7.0;
     ``previous_release``/``kexec_count`` since 7.1 (kexec-metadata);
     ``radix_tree`` since 7.3.
 
