@@ -12,15 +12,11 @@ import os
 import signal
 import sys
 
-from .. import fdt as fdtmod
-from .. import memory, samples
+# Importing this module stays cheap (the console script imports it before
+# entry() can make Ctrl-C quiet); the commands import what they use.
+from .. import samples
 from ..abi import v1
-from ..decode import decode_handover, find_preserved_copy
 from ..errors import KhoError
-from ..image import check_output, page_ranges, write_image
-from . import report
-from .report import note
-from .source import bitmap_bytes, open_source, root_fdt
 
 EPILOG = """\
 examples:
@@ -93,6 +89,8 @@ def add_fdt_options(p: argparse.ArgumentParser) -> None:
 
 
 def _decode(args, with_map: bool):
+    from ..decode import decode_handover
+    from .source import bitmap_bytes, open_source, root_fdt
     src = open_source(args)
     root = root_fdt(src, args)
     mem = None
@@ -114,6 +112,8 @@ def _decode(args, with_map: bool):
 
 def cmd_fdt(args) -> int:
     """Decode the root FDT and its sub-nodes."""
+    from .. import fdt as fdtmod
+    from . import report
     src, root, h = _decode(args, with_map=False)
     tree = fdtmod.parse(root.blob)
     report.emit(args, report.fdt_json(h, tree, root.origin),
@@ -129,6 +129,7 @@ def cmd_map(args) -> int:
                        "has booted; decoding them now would read reused "
                        "memory. Use 'kho-inspect fdt --incoming' for the "
                        "sub-nodes, or decode a dump taken before the kexec")
+    from . import report
     src, root, h = _decode(args, with_map=True)
     release = src.release()
     doc = report.map_json(h, root.origin, release)
@@ -138,6 +139,9 @@ def cmd_map(args) -> int:
 
 def cmd_capture(args) -> int:
     """Write the handover (FDT, map pages, sub-node blobs) as an image."""
+    from ..decode import find_preserved_copy
+    from ..image import check_output, page_ranges, write_image
+    from . import report
     check_output(args.output)           # before the work, not after
     src, root, h = _decode(args, with_map=True)
     mem = src.memory()
@@ -150,7 +154,7 @@ def cmd_capture(args) -> int:
                            f"was read from {root.origin} and no preserved "
                            "page holds it; use --fdt-phys, or --fdt-from "
                            "dwarf with -s VMLINUX")
-        note(f"the FDT from {root.origin} is the preserved page at "
+        report.note(f"the FDT from {root.origin} is the preserved page at "
              f"0x{phys:x}")
         root.phys = phys
         h.fdt_phys = phys
@@ -230,6 +234,8 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         ap.print_help()
         return 2
+    from .. import memory
+    from . import report
     report.flush_notes(keep=False)
     try:
         try:
@@ -255,7 +261,24 @@ def main(argv=None) -> int:
 
 
 def entry() -> None:
+    """The console script. Ctrl-C (and a closed pipe) end the process at
+    once, the Unix way: no traceback, and never swallowed by whatever runs
+    (drgn loading its plugins, a long read); capture's temporary file is
+    removed on its way out (see kho_inspect.image.write_image). The tracer
+    installs its own handler while it traces."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())
-from .walker import register as _walker; EXTRA_COMMANDS.append(_walker)  # noqa: E402,E702 (walker commands)
-from .trace import register as _trace; EXTRA_COMMANDS.append(_trace)  # noqa: E402,E702 (bcc tracer)
+
+
+def _walker(sub):
+    from .walker import register
+    register(sub)
+
+
+def _trace(sub):
+    from .trace import register
+    register(sub)
+
+
+EXTRA_COMMANDS += [_walker, _trace]     # walker commands, bcc tracer
