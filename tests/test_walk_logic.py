@@ -171,6 +171,14 @@ def test_walker_radix_through_direct_map(monkeypatch):
     # L1 points back at L4
     ({0x104000: _table({0: 0x101000})},
      "entry 0 -> 0x101000 is a node reached twice"),
+    # a table entry no direct-map address can reach (not an OverflowError)
+    ({0x104000: _table({0: 0xFFFFF00000000000})},
+     r"cannot read kho_out.radix_tree.root radix-leaf 2/0/0/0/0 at phys "
+     "0xfffff00000000000: beyond the end of the direct map"),
+    # an address the dump does not hold
+    ({0x104000: _table({0: 0x7000000})},
+     r"cannot read kho_out.radix_tree.root radix-leaf 2/0/0/0/0 at "
+     "0xffff888007000000"),
 ])
 def test_walker_radix_refusals(monkeypatch, change, msg):
     with pytest.raises(KhoError, match=msg):

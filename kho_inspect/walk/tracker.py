@@ -238,6 +238,9 @@ def walk_radix_tree(prog: drgn.Program, root: drgn.Object,
                        f"address (the direct map starts at 0x{dm:x})")
 
     def read_node(phys: int, what: str) -> bytes:
+        if dm + phys + radix.NODE_SIZE > 1 << 64:
+            raise KhoError(f"cannot read {what} at phys 0x{phys:x}: beyond "
+                           "the end of the direct map")
         return read(prog, dm + phys, radix.NODE_SIZE, what)
     w = walk_radix(read_node, root_addr - dm, expression)
     return Tracker(RADIX, expression, None, w.runs,
