@@ -1,5 +1,6 @@
 """What each KHO ABI generation looks like in memory: constants, layouts and
-encodings, with no I/O. Every fact lives in exactly one module here.
+encodings, with no I/O. Every fact lives in exactly one module here; the
+prose, with the kernel sources and observations behind it, is docs/abi.md.
 
 * :mod:`.common` - facts shared by every generation (pages, FDT names, markers).
 * :mod:`.v1` - ``kho-v1`` (6.16-7.0): chunk list of bitmaps.
