@@ -49,8 +49,8 @@ TOKEN_SEPARATOR = ";"
 
 def split_compatible(value: str) -> tuple[str, list[str]]:
     """Split one root compatible string into its base and the tokens after
-    it: ``"kho-v4;radix-v1;vmalloc-v1"`` -> ``("kho-v4", ["radix-v1",
-    "vmalloc-v1"])``; a plain ``"kho-v3"`` has no tokens. Empty tokens are
+    it: ``"kho-v4;radix-v1"`` -> ``("kho-v4", ["radix-v1"])``; a plain
+    ``"kho-v3"`` has no tokens. Empty tokens are
     dropped."""
     base, *tokens = value.split(TOKEN_SEPARATOR)
     return base, [t for t in tokens if t]

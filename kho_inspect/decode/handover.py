@@ -38,8 +38,8 @@ def read_fdt_at(mem, phys: int, what: str,
 
 def identify(tree: fdtmod.Fdt) -> tuple[Generation, list[str]]:
     """The generation named by the root ``compatible``, and the feature
-    tokens after its base (``kho-v4;radix-v1;vmalloc-v1`` is kho-v4 with
-    tokens ``radix-v1``, ``vmalloc-v1``; docs/abi.md section 2.4). The
+    tokens after its base (``kho-v4;radix-v1`` is kho-v4 with the token
+    ``radix-v1``; docs/abi.md section 2.4). The
     tokens are listed, not interpreted: only an unknown base is refused."""
     p = tree.root.props.get(common.PROP_COMPATIBLE)
     if p is None:
