@@ -159,6 +159,33 @@ def test_null_radix_root(kernel):
         outgoing_tracker(kernel.prog)
 
 
+@pytest.mark.parametrize("entry, points_to, msg", [
+    # root entry 3 (order-0 keys above 2^63) names the L4 of entry 2
+    (3, 0, r"radix-table root at phys 0x[0-9a-f]+: entry 2 -> 0x[0-9a-f]+ "
+           "is a node reached twice"),
+    # root entry 2 points 8 bytes into its L4 page
+    (2, 8, r"radix-table root at phys 0x[0-9a-f]+: entry 2 -> 0x[0-9a-f]+8 "
+           "is not page-aligned"),
+])
+def test_radix_walk_refuses_shared_and_unaligned_nodes(kernel, dtc, entry,
+                                                       points_to, msg):
+    """The walker goes through the decoder's traversal: a hostile tree in
+    the kernel's memory is refused by both, with the same words."""
+    if not _radix(kernel):
+        pytest.skip("radix only")
+    # order-0 blocks: key 1<<52 | pfn, so root index key>>51 = 2
+    kernel.preserve([(0x20000000, 0)])
+    root = _map_phys(kernel)
+    (l4,) = struct.unpack("<Q", kernel.prog.read(root + 8 * 2, 8, True))
+    kernel.write_phys(root + 8 * entry, struct.pack("<Q", l4 + points_to))
+    with pytest.raises(KhoError, match=msg):
+        outgoing_tracker(kernel.prog)
+    from kho_inspect.walk.views import outgoing_handover
+    kernel.set_fdt(run_dtc(dtc, kho_dts(_generation(kernel), root)))
+    with pytest.raises(KhoError, match=f"{_generation(kernel)} {msg}"):
+        outgoing_handover(kernel.prog, with_map=True)     # the decoder
+
+
 def test_state(kernel):
     kernel.set("kho_enable", b"\x01")
     arr = kernel.alloc(struct.pack("<4Q", 0x1000000, 0x400000,
