@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VMTESTS = ROOT / "vmtests"
 GUEST = VMTESTS / "guest"
-SCENARIOS = ["S1", "S2", "S3", "S4", "S5"]
+SCENARIOS = ["S1", "S2", "S3", "S4", "S5", "S6"]
 
 # What the fake kernel preserved: test_kho's folios (and its FDT folio),
 # plus a block of another client at 0x2000000.
@@ -74,14 +74,17 @@ def _load(name: str, path: Path):
 
 @pytest.fixture
 def rig(monkeypatch):
-    """(vmtests/run, stage, walker_checks) modules, imported fresh."""
+    """(vmtests/run, stage, walker_checks, trace_checks) modules, imported
+    fresh."""
     monkeypatch.syspath_prepend(str(GUEST))
     monkeypatch.syspath_prepend(str(VMTESTS))
-    for name in ("stage", "walker_checks"):
+    for name in ("stage", "walker_checks", "trace_checks"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     import stage
+    import trace_checks
     import walker_checks
-    return _load("vmtests_run", VMTESTS / "run"), stage, walker_checks
+    return (_load("vmtests_run", VMTESTS / "run"), stage, walker_checks,
+            trace_checks)
 
 
 def stand_in_cli(where: Path, main: str) -> Path:
@@ -97,7 +100,7 @@ def stand_in_cli(where: Path, main: str) -> Path:
 def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     """vmtests/run main() on one fake kernel; returns (exit status,
     {scenario: (status, reason)})."""
-    run_mod, stage, walker_checks = rig
+    run_mod, stage, walker_checks, trace_checks = rig
     debugfs = tmp_path / "debugfs"
     (debugfs / "in" / "sub_fdts").mkdir(parents=True)
     (debugfs / "in" / "fdt").write_bytes(b"\xd0\x0d\xfe\xed stand-in")
@@ -119,6 +122,8 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     monkeypatch.setattr(stage, "run", guest_run)
     monkeypatch.setattr(walker_checks, "run", lambda results: {
         "status": "pass", "reason": "stand-in walker checks"})
+    monkeypatch.setattr(trace_checks, "run", lambda results, stage: {
+        "status": "pass", "reason": "stand-in tracer checks"})
     # the guest runs `python3 -m kho_inspect` from its cwd and PYTHONPATH
     monkeypatch.chdir(guest_cli)
     monkeypatch.setenv("PYTHONPATH", str(guest_cli))
@@ -181,7 +186,7 @@ def test_broken_host_cli_fails_s3_and_s4(rig, monkeypatch, tmp_path):
     rc, verdicts = run_rig(rig, monkeypatch, tmp_path, good, bad)
     assert {s: v[0] for s, v in verdicts.items()} == {
         "S1": "pass", "S2": "pass", "S3": "fail", "S4": "fail",
-        "S5": "pass"}, verdicts
+        "S5": "pass", "S6": "pass"}, verdicts
     assert "CLI broken on the host" in verdicts["S3"][1]
     assert "CLI broken on the host" in verdicts["S4"][1]
     assert rc == 1

@@ -38,6 +38,15 @@ def test_resolve_617_clone_and_notifier_form():
     plan = probes.resolve(V617)
     got = _probed(V617)
     assert got["__kho_preserve_order"] == "__kho_preserve_order.constprop.0"
+    rec = [p for p in plan.probes if p.func.name == "__kho_preserve_order"][0]
+    # the clone lost its constant track argument: pfn, order in rdi, rsi
+    assert rec.dropped == 1
+    text = program.generate(plan, program.Options(), kfunc=set())
+    e, _ = program.handler_names(rec)
+    assert (f"int {e}(struct pt_regs *ctx)\n{{ return on_entry(ctx, "
+            f"{rec.index}, 1, 0, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)); }}"
+            ) in text.replace(str(program.probe_flags(rec, False)), "1", 1) \
+        or f"0, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)); }}" in text
     assert "kho_preserve_pages" not in got
     add = [p for p in plan.probes if p.func.name == "kho_add_subtree"][0]
     assert add.func.args == ("ser", "name", "ptr")

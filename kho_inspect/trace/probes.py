@@ -142,11 +142,20 @@ def symbol_for(name: str, available: set[str]) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
-    """A catalogue function resolved to the symbol this kernel has."""
+    """A catalogue function resolved to the symbol this kernel has.
+
+    ``dropped``: leading arguments the compiler removed from a
+    ``.constprop`` clone because every caller passes the same constant.
+    The kho-v1 recording functions are only ever called with
+    ``&kho_out.track`` (``&kho_out.ser.track`` up to 6.18), so in
+    ``__kho_preserve_order.constprop.0`` (seen in 6.17.8) pfn and order
+    arrive in the first two registers.
+    """
 
     func: Func
     symbol: str
     index: int
+    dropped: int = 0
 
     @property
     def clone(self) -> bool:
@@ -199,5 +208,6 @@ def resolve(available: set[str], source: str = "",
         if sym is None:
             missing.append((func.name, func.doc or "absent or inlined"))
             continue
-        probes.append(Probe(func, sym, len(probes)))
+        dropped = int(".constprop." in sym and func.args[:1] == ("track",))
+        probes.append(Probe(func, sym, len(probes), dropped))
     return Plan(probes, missing, source, radix)

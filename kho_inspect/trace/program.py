@@ -86,6 +86,7 @@ struct entry_t {
     u32 rec_n;
     u32 parent;         /* enclosing API probe + 1, 0 for none */
     u32 depth;
+    s32 stack;          /* taken at entry: the caller is still there */
 };
 
 struct event_t {
@@ -166,6 +167,7 @@ static __always_inline int on_entry(void *ctx, u32 probe, u32 fl,
     e.a1 = a1;
     e.a2 = a2;
     e.rec_order = -1;
+    e.stack = %(STACK)s;
     u32 *t = top.lookup(&tid);
     u32 cur = t ? *t : 0;
     if (fl & (F_RECORD_ADD | F_RECORD_DEL)) {
@@ -294,7 +296,7 @@ _EMIT = r"""
         ev.probe = probe;
         ev.parent = en.parent;
         ev.depth = en.depth;
-        ev.stack = %(STACK)s;
+        ev.stack = en.stack;
         bpf_get_current_comm(&ev.comm, sizeof(ev.comm));
         events.perf_submit(ctx, &ev, sizeof(ev));
     }"""
@@ -329,11 +331,10 @@ def generate(plan: Plan, opts: Options, kfunc: set[str]) -> str:
         maps.append(_STACK_MAP)
     pidf = ("" if opts.pid is None else
             f"    if ((pid_tgid >> 32) != {int(opts.pid)}) return 0;")
-    emit = ""
-    if opts.events:
-        emit = _EMIT % {"STACK": ("stacks.get_stackid(ctx, 0)"
-                                  if opts.stack else "-1")}
+    emit = _EMIT if opts.events else ""
     text = _COMMON % {
+        "STACK": ("stacks.get_stackid(ctx, 0)" if opts.stack and opts.events
+                  else "-1"),
         "F_RECORD_ADD": F_RECORD_ADD, "F_RECORD_DEL": F_RECORD_DEL,
         "F_KEY": F_KEY, "F_NR32": F_NR32, "F_FOLIO": F_FOLIO,
         "F_PAGES": F_PAGES, "F_PHYS": F_PHYS,
@@ -362,7 +363,10 @@ def generate(plan: Plan, opts: Options, kfunc: set[str]) -> str:
             e, r = handler_names(p)
             regs = ["PT_REGS_PARM1(ctx)", "PT_REGS_PARM2(ctx)",
                     "PT_REGS_PARM3(ctx)"]
-            a = regs[:min(n, 3)] + ["0"] * (3 - min(n, 3))
+            # canonical argument positions: a clone's dropped leading
+            # arguments read as 0
+            a = (["0"] * p.dropped + regs)[:min(n, 3)]
+            a += ["0"] * (3 - len(a))
             out.append(
                 f"int {e}(struct pt_regs *ctx)\n"
                 f"{{ return on_entry(ctx, {p.index}, {fl}, "

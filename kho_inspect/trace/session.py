@@ -220,13 +220,10 @@ class Session:
         """The first kernel frame outside KHO's own functions."""
         if ev.stack < 0:
             return "?"
-        own = {p.func.name for p in self.plan.probes}
         for addr in self.bpf["stacks"].walk(ev.stack):
             sym = self.bpf.ksym(addr, show_offset=False).decode(
                 errors="replace")
-            base = sym.split(".")[0]
-            if base not in own and not base.startswith("kho_") \
-                    and not base.startswith("__kho_"):
+            if not _own_frame(sym):
                 return sym
         return "?"
 
@@ -243,6 +240,17 @@ class Session:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _own_frame(sym: str) -> bool:
+    """Frames that are KHO itself or the probe machinery, not a caller:
+    KHO's functions, kprobe/BPF trampolines, and addresses in JIT memory
+    that kallsyms attributes to the nearest marker symbol."""
+    base = sym.split(".")[0]
+    return (base.startswith(("kho_", "__kho_", "bpf_", "__bpf", "kprobe",
+                             "__kretprobe", "arch_rethook", "rethook",
+                             "ftrace", "__smp_locks", "[unknown]"))
+            or not base)
 
 
 def _bcc_message(e: Exception) -> str:

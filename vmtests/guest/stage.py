@@ -264,9 +264,15 @@ def stage1(args: dict) -> None:
     res = {"stage": 1, "uname": os.uname().release, "scenarios": {},
            "timings": {}}
     sc = res["scenarios"]
-    want = set(args.get("scen", "S1,S2,S3,S4,S5").split(","))
+    want = set(args.get("scen", "S1,S2,S3,S4,S5,S6").split(","))
     (RESULTS / "dmesg-stage1-boot.txt").write_text(dmesg())
     write_json("stage1.json", res)
+
+    # ---- S6 (stage-1 half): the tracer against the workload module; first,
+    # so that its blocks are in everything the other scenarios read after
+    if "S6" in want:
+        sc["S6"] = trace_scenario(1, cli_broken())
+        write_json("stage1.json", res)
 
     # finalize where the generation has it (kho-v1: 6.16 - 7.0)
     fin = DEBUGFS_KHO / "out" / "finalize"
@@ -535,6 +541,10 @@ def stage2(args: dict) -> None:
             + (" (" + "; ".join(notes) + ")" if notes else ""))
     if "S5" in set(args.get("scen", "S5").split(",")):
         res["scenarios"]["S5"] = walker_scenario(broken)
+        write_json("stage2.json", res)
+    # S6 after S5: the module's restores change the markers S5 reads
+    if "S6" in set(args.get("scen", "S6").split(",")):
+        res["scenarios"]["S6"] = trace_scenario(2, broken)
     write_json("stage2.json", res)
 
 
@@ -556,12 +566,34 @@ def walker_scenario(cli_broken_why: str | None) -> dict:
     return result(out.get("status", "fail"), out.get("reason", ""), **extra)
 
 
+def trace_scenario(stage: int, cli_broken_why: str | None) -> dict:
+    """S6: run vmtests/guest/trace_checks.py (the bcc tracer against the
+    kho_workload module) in this stage."""
+    if cli_broken_why:
+        return result("fail", cli_broken_why)
+    t = time.monotonic()
+    try:
+        import trace_checks
+        out = trace_checks.run(RESULTS, stage)
+    except Exception as e:  # a crash is a failure of S6, not of the stage
+        traceback.print_exc()
+        return result("fail", f"trace_checks: {type(e).__name__}: {e}")
+    log(f"trace checks (stage {stage}): {out.get('status')} in "
+        f"{time.monotonic() - t:.1f}s")
+    extra = {"lacks": out["lacks"]} if out.get("lacks") else {}
+    return result(out.get("status", "fail"), out.get("reason", ""), **extra)
+
+
 def main() -> int:
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
     stage = args.get("stage", "1")
     log(f"stage {stage} on {os.uname().release}")
     try:
-        (stage1 if stage == "1" else stage2)(args)
+        if stage in ("kdump", "crash"):     # S7: its own boot (kdump.py)
+            import kdump
+            kdump.main(args)
+        else:
+            (stage1 if stage == "1" else stage2)(args)
     except Exception:
         tb = traceback.format_exc()
         print(tb, flush=True)
