@@ -78,6 +78,7 @@
 #define KW_NODE		"kho_workload"
 #define KW_COMPATIBLE	"kho-workload-v1"
 #define KW_MAGIC	"KHOWLD01"
+#define KW_MAGIC_DONE	"KHOWLD-C"	/* incoming table already handled */
 #define KW_VERSION	1
 
 #define KW_BLOB_ORDER	2
@@ -190,6 +191,7 @@ static u32 kw_next_id;
 static bool kw_kho_boot;
 static bool kw_can_preserve;
 static struct folio *kw_blob;	/* outgoing table (cold boot only) */
+static void *kw_incoming;	/* incoming table (KHO boot) */
 static u32 kw_bench_loops;
 static u64 kw_bench_ns;
 static struct dentry *kw_dir;
@@ -1267,6 +1269,11 @@ static int kw_restore(phys_addr_t phys, size_t size)
 #else
 	err = kw_fdt_items(blob, KW_BLOB_SIZE, &table, &len);
 #endif
+	if (!err && len >= sizeof(struct kw_header) &&
+	    !memcmp(table, KW_MAGIC_DONE, 8)) {
+		pr_info("KHO boot: the incoming items were handled by an earlier load\n");
+		return 0;
+	}
 	if (!err)
 		err = kw_parse(table, len);
 	if (err) {
@@ -1274,8 +1281,8 @@ static int kw_restore(phys_addr_t phys, size_t size)
 		       KW_NODE, (u64)phys, err);
 		return err;
 	}
+	kw_incoming = (void *)table;
 	pr_info("KHO boot: %u incoming items, restore=%s\n", kw_nr, restore);
-	/* everything needed was copied; the table may go with item 0 now */
 	for (i = 0; i < kw_nr; i++) {
 		struct kw_item *item = kw_items[i];
 		const char *what = kw_restore_item(item, why, sizeof(why));
@@ -1375,8 +1382,12 @@ static void kw_release(struct kw_item *item)
 #endif
 	case KW_RESTORED:
 	case KW_MISMATCH:
-		if (item->kind == KW_BOGUS)
-			break;		/* the page KHO took over stays */
+		/*
+		 * A page KHO took over stays; so does the incoming table, which
+		 * kw_exit() marks as handled for a later load.
+		 */
+		if (item->kind == KW_BOGUS || item->kind == KW_BLOB)
+			break;
 		if (item->folio)
 			folio_put(item->folio);
 		vfree(item->vaddr);
@@ -1454,6 +1465,9 @@ static void __exit kw_exit(void)
 		unregister_kho_notifier(&kw_kho_nb);
 #endif
 	mutex_lock(&kw_lock);
+	/* a later load must not restore these items a second time */
+	if (kw_incoming)
+		memcpy(kw_incoming, KW_MAGIC_DONE, 8);
 	kw_release_all();
 	mutex_unlock(&kw_lock);
 }
