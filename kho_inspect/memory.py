@@ -153,6 +153,7 @@ def program_from_segments(segments) -> "drgn.Program":
     drgn program, not a mock."""
     _need_drgn()
     prog = drgn.Program(x86_64_platform())
+    name_source(prog, "the given segments", filtered=False)
     for phys, data in segments:
         data = bytes(data)
 

@@ -246,6 +246,16 @@ def main(argv=None) -> int:
             src = getattr(args, "opened_source", None)
             raise KhoError(memory.fault_message(
                 src.prog if src else None, "kernel memory", e)) from None
+        except MemoryError:
+            raise KhoError("out of memory: the input claims more than this "
+                           "machine can allocate") from None
+        except OSError as e:
+            if isinstance(e, BrokenPipeError):
+                raise
+            # An OS error no layer below named (drgn reading a damaged file,
+            # an unreadable input): one line, not a traceback.
+            raise KhoError((f"{e.filename}: " if e.filename else "")
+                           + (e.strerror or str(e))) from None
     except KhoError as e:
         report.flush_notes(keep=False)      # one line: the error
         print(f"kho-inspect: error: {e}", file=sys.stderr)
