@@ -223,6 +223,11 @@ def _drgn_failed(e: Exception) -> str:
     raise e
 
 
+def is_live(prog) -> bool:
+    """Whether *prog* reads the running kernel (``/proc/kcore``)."""
+    return bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+
+
 def is_kernel(prog) -> bool:
     """Whether drgn took *prog* for a Linux kernel (a VMCOREINFO note, or
     /proc/kcore), as opposed to a user-space core or a handover image."""

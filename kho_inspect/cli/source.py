@@ -61,10 +61,10 @@ class Source:
             prog = (memory.open_core(self.core) if self.core
                     else memory.open_live())
             # Pages missing from a kernel dump may have been filtered out;
-            # a handover image holds only what it holds.
+            # a handover image holds only what it holds, /proc/kcore all.
             memory.name_source(prog, self.description,
                                filtered=self.core is not None and
-                               self.meta is None)
+                               self.meta is None and not memory.is_live(prog))
             self.prog = prog
         return self.prog
 
