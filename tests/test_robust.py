@@ -422,3 +422,19 @@ def test_no_kcore_is_not_a_root_problem(monkeypatch, capsys):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     line = one_line_error(*run(capsys, "status"), "no /proc/kcore")
     assert "needs root" not in line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("argv", [["fdt", "--sample"],
+                                  ["map", "--sample", "--json"]])
+def test_output_to_a_full_disk_is_one_line(argv):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "kho_inspect", *argv],
+                           stdout=full, stderr=subprocess.PIPE, cwd=root,
+                           env=dict(os.environ, PYTHONPATH=root), timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.decode() == ("kho-inspect: error: No space left on "
+                                 "device\n")

@@ -239,7 +239,9 @@ def main(argv=None) -> int:
     report.flush_notes(keep=False)
     try:
         try:
-            return args.func(args)
+            rc = args.func(args)
+            sys.stdout.flush()          # a full disk is an error here too
+            return rc
         except memory.STRAY_FAULT as e:
             # A read outside any memory.reading(): the same policy, naming
             # the source the command opened.
