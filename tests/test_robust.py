@@ -438,3 +438,11 @@ def test_output_to_a_full_disk_is_one_line(argv):
     assert p.returncode == 2, p.stderr
     assert p.stderr.decode() == ("kho-inspect: error: No space left on "
                                  "device\n")
+
+
+def test_root_fdt_of_unknown_generation_names_where(tmp_path, dtc, capsys):
+    blob = run_dtc(dtc, kho_dts("kho-v9", 0x100000))
+    path = v3_core(tmp_path, dtc, fdt=blob)
+    one_line_error(*run(capsys, "map", "--core", path),
+                   f"root FDT from handover image {path} (note) at phys "
+                   f"0x{FDT_PHYS:x}: ", "kho-v9")

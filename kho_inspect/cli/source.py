@@ -16,7 +16,7 @@ import os
 from .. import fdt as fdtmod
 from .. import memory, samples
 from ..abi import common, v1
-from ..decode import read_fdt_at
+from ..decode import identify, read_fdt_at
 from ..errors import KhoError
 from ..image import read_image_meta
 from .report import note
@@ -257,11 +257,12 @@ def _setup_data_fdt(src: Source) -> RootFdt | None:
 
 def root_fdt(src: Source, args) -> RootFdt:
     """Find the root FDT the command should decode, and check that it parses
-    (an error names where the FDT came from)."""
+    and names a known generation (an error names where the FDT came
+    from)."""
     root = _find_root_fdt(src, args)
     try:
-        fdtmod.parse(root.blob)
-    except fdtmod.FdtError as e:
+        identify(fdtmod.parse(root.blob))
+    except KhoError as e:
         raise KhoError(f"{root.where}: {e}") from None
     return root
 
