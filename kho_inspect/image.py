@@ -151,23 +151,25 @@ _ENDING_SIGNALS = tuple(getattr(signal, n) for n in (
 
 @contextlib.contextmanager
 def _unlinked_on_signal(tmp: str):
-    """Context: a signal that would end the process first removes *tmp*,
-    then does what it would have done (the default action, or the handler
-    that was installed, e.g. KeyboardInterrupt). Signals ignored before stay
-    ignored. Yields a list; clear it once *tmp* is renamed."""
+    """Context: a signal whose default action would end the process first
+    removes *tmp*, then ends it the same way. A signal with a Python handler
+    (KeyboardInterrupt) gets that handler; if it raises, the caller's
+    cleanup removes *tmp*. Signals ignored before stay ignored. Yields a
+    list; clear it once *tmp* is renamed."""
     pending = [tmp]
     old: dict = {}
 
     def handler(sig, frame):
+        prev = old.get(sig)
+        if callable(prev):      # e.g. KeyboardInterrupt: write_image's
+            prev(sig, frame)    # cleanup runs if it raises
+            return
         if pending:
             _unlink(pending.pop())
         for s, h in old.items():
             signal.signal(s, h)
-        prev = old.get(sig)
-        if callable(prev):
-            prev(sig, frame)
-        else:
-            os.kill(os.getpid(), sig)     # default action, as if never caught
+        os.kill(os.getpid(), sig)         # the default action, as if never
+                                          # caught: the process ends here
 
     if threading.current_thread() is threading.main_thread():
         for sig in _ENDING_SIGNALS:

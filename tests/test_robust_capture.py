@@ -205,3 +205,25 @@ def test_ctrl_c_at_start_up_is_quiet():
         """)
     assert p.returncode == -signal.SIGINT, (p.returncode, p.stderr)
     assert p.stdout == b"" and p.stderr == b""
+
+
+def test_signal_with_a_handler_that_returns_does_not_spoil_the_write(
+        tmp_path, monkeypatch, capsys):
+    # A caller's own handler (it does not end the process): the capture
+    # completes, the handler ran.
+    seen = []
+    old = signal.signal(signal.SIGUSR1, lambda s, f: seen.append(s))
+    real = os.fsync
+
+    def fsync(fd):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    try:
+        rc, _, err = capture(capsys, str(tmp_path / "h.core"))
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert rc == 0, err
+    assert seen == [signal.SIGUSR1]
+    assert os.listdir(tmp_path) == ["h.core"]
+    assert read_image_meta(str(tmp_path / "h.core"))["release"] == "7.3.4"
