@@ -28,7 +28,8 @@ def _need_drgn():
 # walker (walk._read re-exports read/reading) and the entry points (the CLI's
 # main and scripts/_common.run, around everything else), turns what drgn
 # raises for memory it cannot deliver into one KhoError, worded by
-# fault_message. Nothing else catches drgn.FaultError.
+# fault_message. Nothing else words a fault (walk/incoming's memmap scan
+# catches FaultError only to list the ranges it could not read).
 
 #: What drgn raises when it cannot deliver memory: a page missing from the
 #: source (FaultError), a segment it cannot read from the file (OSError, e.g.
@@ -36,8 +37,9 @@ def _need_drgn():
 #: (MemoryError, a length taken from damaged input).
 FAULTS: tuple = ((drgn.FaultError, OSError, MemoryError) if drgn
                  else (OSError, MemoryError))
-#: What the entry points catch around a whole command: a drgn fault that
-#: escaped every :func:`reading` (OSError there may be the output's).
+#: What the CLI's main words as a fault around a whole command: a drgn
+#: fault that escaped every :func:`reading` (an OSError there may be the
+#: output's own, so main words it apart).
 STRAY_FAULT = drgn.FaultError if drgn else ()
 
 _SOURCE_KEY = "kho_inspect_source"
