@@ -30,21 +30,41 @@ COMMANDS = (["map", "--json"], ["map", "--limit", "0"], ["fdt", "--json"],
             ["status"])
 
 
-def _position(data: st.DataObject, size: int) -> int:
-    # Half the edits in the headers, note and first page.
+def _segments(blob: bytes) -> list:
+    """(file offset, size) of each PT_LOAD: the FDTs, map pages and blobs."""
+    phoff, = struct.unpack_from("<Q", blob, 32)
+    phnum, = struct.unpack_from("<H", blob, 56)
+    out = []
+    for i in range(phnum):
+        ptype, _, off, _, _, filesz, _, _ = struct.unpack_from(
+            "<IIQQQQQQ", blob, phoff + 56 * i)
+        if ptype == 1 and filesz:
+            out.append((off, filesz))
+    return out
+
+
+SEGMENTS = {n: _segments(b) for n, b in SAMPLES.items()}
+
+
+def _position(data: st.DataObject, size: int, segments=()) -> int:
+    # A third of the edits in the headers, note and first page, a third in
+    # the memory the decoders read (FDTs, map pages, client blobs).
     head = min(size, 4096)
-    return data.draw(st.one_of(st.integers(0, head - 1),
-                               st.integers(0, size - 1)))
+    choices = [st.integers(0, head - 1), st.integers(0, size - 1)]
+    if segments:
+        choices.append(st.sampled_from(segments).flatmap(
+            lambda seg: st.integers(seg[0], min(size, sum(seg)) - 1)))
+    return data.draw(st.one_of(choices))
 
 
-def mutate(data: st.DataObject, blob: bytes) -> bytes:
+def mutate(data: st.DataObject, blob: bytes, segments=()) -> bytes:
     b = bytearray(blob)
     for _ in range(data.draw(st.integers(1, 4), label="edits")):
         if len(b) < 16:
             break
         kind = data.draw(st.sampled_from(
             ["truncate", "byte", "word", "copy", "zero-page"]))
-        pos = _position(data, len(b))
+        pos = _position(data, len(b), [s for s in segments if s[0] < len(b)])
         if kind == "truncate":
             del b[pos:]
         elif kind == "byte":
@@ -55,7 +75,8 @@ def mutate(data: st.DataObject, blob: bytes) -> bytes:
                                        st.integers(0, (1 << 64) - 1)))
             b[pos:pos + 8] = struct.pack("<Q", word)
         elif kind == "copy":
-            src = _position(data, len(b))
+            src = _position(data, len(b), [s for s in segments
+                                           if s[0] < len(b)])
             b[pos:pos + 16] = b[src:src + 16]
         else:
             page = pos & ~0xFFF
@@ -116,7 +137,7 @@ def run_all(workdir, blob: bytes, capture: bool):
 @given(st.data())
 def test_fuzzed_samples_through_the_cli(workdir, data):
     name = data.draw(st.sampled_from(sorted(SAMPLES)), label="sample")
-    blob = mutate(data, SAMPLES[name])
+    blob = mutate(data, SAMPLES[name], SEGMENTS[name])
     run_all(workdir, blob, capture=data.draw(st.booleans(), label="capture"))
 
 
