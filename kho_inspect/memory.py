@@ -243,7 +243,10 @@ def load_debug_info(prog, vmlinux: str | None = None) -> None:
         if vmlinux:
             prog.load_debug_info([vmlinux])
         else:
-            prog.load_debug_info(None, default=True, main=True)
+            # the kernel's own DWARF only (KHO is built in): with default=True
+            # drgn also wants every loaded module's, and an out-of-tree
+            # module without debug info would fail the whole load
+            prog.load_debug_info(None, main=True)
     except drgn.MissingDebugInfoError as e:
         raise KhoError(f"missing kernel debug info: {e}; pass -s VMLINUX "
                        "(the vmlinux of this exact build) or install the "

@@ -246,11 +246,14 @@ def run(args, out=sys.stdout, err=sys.stderr) -> int:
     opts = Options(events=events_wanted, summary=args.summary,
                    hist=args.hist, stack=args.stack, pid=args.pid)
     print("compiling the BPF program (bcc/LLVM)...", file=err, flush=True)
-    stop = {"why": None}
+    stop = {"why": None, "tracing": False}
 
     def on_signal(signum, frame):
+        # while tracing, only note it: the handler may run inside bcc's
+        # ctypes callback, where an exception would be swallowed
         stop["why"] = signal.Signals(signum).name
-        raise _Stop()
+        if not stop["tracing"]:
+            raise _Stop()
     old = {s: signal.signal(s, on_signal)
            for s in (signal.SIGTERM, signal.SIGINT)}
     sess = None
@@ -262,6 +265,7 @@ def run(args, out=sys.stdout, err=sys.stderr) -> int:
         printer = _Printer(args, sess, checker, flagged, by_caller, out)
         if events_wanted:
             sess.open_events(printer.event)
+        stop["tracing"] = True
         t0 = time.monotonic()
         deadline = t0 + args.duration if args.duration else None
         interval = args.interval or (None if not (args.summary or args.hist)
@@ -269,7 +273,7 @@ def run(args, out=sys.stdout, err=sys.stderr) -> int:
         next_print = t0 + interval if interval else None
         intervals = 0
         try:
-            while True:
+            while not stop["why"]:
                 now = time.monotonic()
                 if deadline and now >= deadline:
                     stop["why"] = "duration"
