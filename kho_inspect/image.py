@@ -76,16 +76,25 @@ def write_image(path: str, segments, meta: dict) -> None:
     ehdr = _EHDR.pack(ident, _ET_CORE, _EM_X86_64, 1, 0, _EHDR.size, 0, 0,
                       _EHDR.size, _PHDR.size, phnum, 0, 0, 0)
     directory = check_output(path)
+    tmp = None
     try:
-        # O_CREAT|O_EXCL|O_NOFOLLOW, an unpredictable name, mode 0600 (the
-        # image holds kernel memory), in the target's own directory.
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
-                                   suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise KhoError(f"{path}: cannot create a file in {directory}: "
-                       f"{e.strerror or e}") from None
-    try:
-        with _unlinked_on_signal(tmp) as pending:
+        with _unlinked_on_signal() as pending:
+            # Signals wait until the name is known to the handler.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK,
+                                             _ENDING_SIGNALS)
+            try:
+                # O_CREAT|O_EXCL|O_NOFOLLOW, an unpredictable name, mode
+                # 0600 (the image holds kernel memory), in the target's own
+                # directory.
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                    dir=directory)
+                pending.append(tmp)
+            except OSError as e:
+                raise KhoError(f"{path}: cannot create a file in "
+                               f"{directory}: {e.strerror or e}") from None
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             with os.fdopen(fd, "wb") as f:
                 f.write(ehdr)
                 f.writelines(phdrs)
@@ -97,8 +106,10 @@ def write_image(path: str, segments, meta: dict) -> None:
             check_output(path)          # still not a device, link or dir
             os.replace(tmp, path)
             pending.clear()
+            tmp = None
     except BaseException as e:
-        _unlink(tmp)
+        if tmp is not None:
+            _unlink(tmp)
         if isinstance(e, OSError):
             raise KhoError(f"{path}: {e.strerror or e}") from None
         raise
@@ -150,13 +161,14 @@ _ENDING_SIGNALS = tuple(getattr(signal, n) for n in (
 
 
 @contextlib.contextmanager
-def _unlinked_on_signal(tmp: str):
-    """Context: a signal whose default action would end the process first
-    removes *tmp*, then ends it the same way. A signal with a Python handler
-    (KeyboardInterrupt) gets that handler; if it raises, the caller's
-    cleanup removes *tmp*. Signals ignored before stay ignored. Yields a
-    list; clear it once *tmp* is renamed."""
-    pending = [tmp]
+def _unlinked_on_signal():
+    """Context yielding a list of files (the temporary, once created;
+    cleared once it is renamed). A signal whose default action would end
+    the process first removes them, then ends it the same way. A signal with
+    a Python handler (KeyboardInterrupt) gets that handler; if it raises,
+    the caller's cleanup removes the temporary. Signals ignored before stay
+    ignored."""
+    pending: list[str] = []
     old: dict = {}
 
     def handler(sig, frame):
