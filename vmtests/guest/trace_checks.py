@@ -381,6 +381,12 @@ def stage2(results: Path) -> dict:
             continue
         if st == "mismatch":
             fails.append(f"item {it['id']} {it['kind']}: checksum mismatch")
+        if st == "unpreserved":
+            # unpreserved before the kexec: not handed over, not restored
+            if any(d["phys"] == it["phys"] for d in events):
+                fails.append(f"item {it['id']} was unpreserved before the "
+                             "kexec, yet restored")
+            continue
         if st not in ("restored", "failed", "mismatch"):
             if it["kind"] != "phys":
                 fails.append(f"item {it['id']} {it['kind']}: {st}")
