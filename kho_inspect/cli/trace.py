@@ -260,12 +260,18 @@ def run(args, out=sys.stdout, err=sys.stderr) -> int:
     flagged = []
     by_caller: dict = {}
     try:
-        sess = Session(plan, opts, args.mechanism)
+        mechanism = args.mechanism
+        if args.stack and mechanism == "auto":
+            # a stack walked from a BPF trampoline loses the caller on
+            # some kernels (7.3.4: every frame unresolved); kprobes keep it
+            mechanism = "kprobe"
+        sess = Session(plan, opts, mechanism)
         _start(args, plan, sess, incoming, out, err)
         printer = _Printer(args, sess, checker, flagged, by_caller, out)
         if events_wanted:
             sess.open_events(printer.event)
         stop["tracing"] = True
+        printer.t0 = time.monotonic_ns()    # the clock bpf_ktime_get_ns reads
         t0 = time.monotonic()
         deadline = t0 + args.duration if args.duration else None
         interval = args.interval or (None if not (args.summary or args.hist)
@@ -399,8 +405,6 @@ class _Printer:
             c[1] += fields["size"] or 0
         if self.quiet:
             return
-        if self.t0 is None:
-            self.t0 = ev.ts
         if self.args.json:
             doc = {"type": "event", "time_ns": ev.ts,
                    "pid": ev.pid, "tid": ev.tid, "comm": ev.comm,
@@ -533,7 +537,10 @@ def _end(args, events, lost, flagged, why, out, err) -> None:
                               "lost": lost, "flagged": flagged,
                               "reason": why}) + "\n")
     else:
-        print(f"\n{len(events)} events, {lost} lost"
+        counted = (f"{len(events)} events, {lost} lost" if not (
+            args.summary or args.hist) or args.check else "counted in the "
+            "kernel")
+        print(f"\n{counted}"
               + (f", {len(flagged)} flagged restores" if flagged else "")
               + f" (stopped: {why or 'end'})", file=err)
     out.flush()
