@@ -196,12 +196,21 @@ def _unlinked_on_signal():
             signal.signal(sig, prev)
 
 
+#: Signatures of the kdump-compressed formats (makedumpfile -c/-l/-p/-z,
+#: the distributions' default; diskdump): vmcores drgn reads through
+#: libkdumpfile, never handover images.
+_KDUMP_MAGICS = (b"KDUMP   ", b"DISKDUMP")
+
+
 def read_image_meta(path: str) -> dict | None:
     """The KHO_INSPECT note of the ELF core at *path*, or None if the file is
-    an ELF core without one (a vmcore). Raises KhoError if it is not ELF."""
+    an ELF core without one (a vmcore) or a kdump-compressed vmcore. Raises
+    KhoError if it is neither."""
     try:
         with open(path, "rb") as f:
             head = f.read(_EHDR.size)
+            if head[:8] in _KDUMP_MAGICS:
+                return None             # a vmcore drgn opens itself
             if len(head) < _EHDR.size or head[:4] != b"\x7fELF":
                 raise KhoError(f"{path}: not an ELF file")
             if head[4] != 2 or head[5] != 1:

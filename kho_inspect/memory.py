@@ -43,6 +43,64 @@ FAULTS: tuple = ((drgn.FaultError, OSError, MemoryError) if drgn
 STRAY_FAULT = drgn.FaultError if drgn else ()
 
 _SOURCE_KEY = "kho_inspect_source"
+_HOLES_KEY = "kho_inspect_holes"
+
+
+def elf_holes(path: str) -> list[tuple[int, int]]:
+    """Physical ranges ``[start, end)`` an ELF core declares but does not
+    hold: a PT_LOAD's memory past its file data (``p_memsz > p_filesz``)
+    that no other segment's data covers. ``makedumpfile -E -d N`` leaves
+    the pages it filtered out that way, and drgn reads them from a kernel
+    core as zeros, so :meth:`PhysMemory.read` refuses them instead. Empty
+    for anything else (other formats, an unreadable header)."""
+    import struct
+    try:
+        with open(path, "rb") as f:
+            eh = f.read(64)
+            if len(eh) < 64 or eh[:4] != b"\x7fELF" or eh[4:6] != b"\2\1":
+                return []
+            phoff, = struct.unpack_from("<Q", eh, 32)
+            phentsize, phnum = struct.unpack_from("<HH", eh, 54)
+            if phentsize != 56 or phnum > 1 << 16:
+                return []
+            f.seek(phoff)
+            table = f.read(56 * phnum)
+    except OSError:
+        return []
+    tails, data = [], []
+    for i in range(len(table) // 56):
+        ptype, _, _, _, paddr, filesz, memsz, _ = struct.unpack_from(
+            "<IIQQQQQQ", table, i * 56)
+        if ptype == 1:                                  # PT_LOAD
+            data.append((paddr, paddr + filesz))
+            if memsz > filesz:
+                tails.append((paddr + filesz, paddr + memsz))
+    holes = []
+    for a, b in sorted(tails):
+        for da, db in sorted(data):                 # minus held data
+            if da < b and a < db:
+                if a < da:
+                    holes.append((a, da))
+                a = max(a, db)
+            if a >= b:
+                break
+        if a < b:
+            holes.append((a, b))
+    return holes
+
+
+def _in_hole(prog, phys: int, size: int) -> int | None:
+    """The first address of ``[phys, phys + size)`` in a hole of *prog*'s
+    ELF core (:func:`elf_holes`), or None."""
+    try:
+        holes = prog.cache.get(_HOLES_KEY)
+    except AttributeError:
+        return None
+    end = phys + max(size, 1)
+    for a, b in holes or ():
+        if a < end and phys < b:
+            return max(a, phys)
+    return None
 
 
 def name_source(prog, name: str, filtered: bool) -> None:
@@ -142,7 +200,11 @@ class PhysMemory:
         """
         if phys < 0 or size < 0 or phys + size > 1 << 64:
             raise MemoryFault(phys, size, what, "address out of range")
+        hole = _in_hole(self.prog, phys, size)
         try:
+            if hole is not None:            # drgn would give zeros
+                raise drgn.FaultError("not in the dump (past its ELF "
+                                      "segment's file data)", hole)
             return self.prog.read(phys, size, True)
         except FAULTS + (ValueError, OverflowError) as e:
             raise MemoryFault(phys, size, what, message=fault_message(
@@ -179,6 +241,7 @@ def open_core(path: str, vmlinux: str | None = None):
     except Exception as e:  # noqa: BLE001 - see _drgn_failed
         raise KhoError(f"{path}: drgn cannot open it as a core: "
                        f"{_drgn_failed(e)}") from None
+    prog.cache[_HOLES_KEY] = elf_holes(path)
     if vmlinux:
         load_debug_info(prog, vmlinux)
     return prog
