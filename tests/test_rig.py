@@ -13,6 +13,7 @@ make ``vmtests/run``, hence ``./run-tests``, exit non-zero.
 import importlib.machinery
 import importlib.util
 import json
+import struct
 import subprocess
 import sys
 import types
@@ -23,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VMTESTS = ROOT / "vmtests"
 GUEST = VMTESTS / "guest"
-SCENARIOS = ["S1", "S2", "S3", "S4", "S5", "S6"]
+SCENARIOS = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"]
 
 # What the fake kernel preserved: test_kho's folios (and its FDT folio),
 # plus a block of another client at 0x2000000.
@@ -47,6 +48,19 @@ data = json.loads(Path(__file__).with_name("data.json").read_text())
 argv = sys.argv[1:]
 if "--help" in argv:
     print("usage: kho-inspect {map,fdt,capture,status,tracker,incoming,check}")
+elif "--fdt-phys" in argv:      # S7 asks for a page the filtering removed
+    print("kho-inspect: error: cannot read root FDT at phys "
+          + argv[argv.index("--fdt-phys") + 1] + ": Excluded page in the "
+          "core dump (page filtered out of the dump)", file=sys.stderr)
+    sys.exit(2)
+elif argv[0] == "incoming":     # a cold boot
+    print("kho-inspect: error: this kernel was not booted through a KHO "
+          "kexec (nothing incoming)", file=sys.stderr)
+    sys.exit(2)
+elif argv[0] == "status":
+    print(json.dumps({"source": argv[-1], "enabled": True, "problems": []}))
+elif argv[0] == "check" and "--json" in argv:
+    print(json.dumps({"ok": True}))
 elif argv[0] in ("map", "tracker"):
     print(json.dumps(data["map"]))
 elif argv[0] == "fdt":
@@ -85,6 +99,16 @@ def rig(monkeypatch):
     import walker_checks
     return (_load("vmtests_run", VMTESTS / "run"), stage, walker_checks,
             trace_checks)
+
+
+def elf_with_hole() -> bytes:
+    """An ELF core whose one PT_LOAD holds 4 KiB of the 1 MiB it declares at
+    0x100000: how makedumpfile -E leaves out the pages it filtered."""
+    ehdr = struct.pack("<4s5B7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0,
+                       bytes(7), 4, 62, 1, 0, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 4, 120, 0, 0x100000, 0x1000,
+                       0x100000, 0x1000)
+    return ehdr + phdr + bytes(0x1000)
 
 
 def stand_in_cli(where: Path, main: str) -> Path:
@@ -128,6 +152,40 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     monkeypatch.chdir(guest_cli)
     monkeypatch.setenv("PYTHONPATH", str(guest_cli))
 
+    import kdump                    # S7's guest side (vmtests/guest)
+    real_kdump_run = kdump.run
+
+    def kdump_run(cmd, timeout):
+        """kexec, insmod and makedumpfile faked; the CLI runs."""
+        if cmd[0] == sys.executable:
+            return real_kdump_run(cmd, timeout)
+        if cmd[0] == "makedumpfile":
+            Path(cmd[-1]).write_bytes(elf_with_hole() if "-E" in cmd
+                                      else b"KDUMP   " + bytes(4088))
+        r = subprocess.CompletedProcess(cmd, 0, "", "")
+        r.elapsed = 0.0
+        return r
+
+    def kdump_boot(build, rootfs, project, workdir, module):
+        """postmortem.boot without QEMU: the kdump stage (its panic a
+        no-op), then the crash kernel's."""
+        res = workdir / "results"
+        res.mkdir(parents=True)
+        monkeypatch.setattr(kdump, "RESULTS", res)
+        kdump.kdump_stage({"stage": "kdump"})
+        kdump.crash_stage({"stage": "crash"})
+        return None, "(stand-in console)"
+
+    (tmp_path / "vmcore").write_bytes(b"")
+    monkeypatch.setattr(kdump, "VMCORE", tmp_path / "vmcore")
+    monkeypatch.setattr(kdump, "DEBUGFS_KHO", debugfs)
+    monkeypatch.setattr(kdump, "run", kdump_run)
+    monkeypatch.setattr(kdump, "read_sys", lambda name: "1")
+    monkeypatch.setattr(kdump, "system_ram", lambda: [[0x100000,
+                                                       0x40000000]])
+    monkeypatch.setattr(kdump, "panic", lambda: None)
+    monkeypatch.setattr(run_mod.postmortem, "boot", kdump_boot)
+
     def boot(kr):
         """KernelRun.run without QEMU: both guest stages, then the judge."""
         kr.results.mkdir(parents=True)
@@ -140,6 +198,8 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
         stage.stage2({"stage": "2", "scen": scen})
         kr.qemu_rc, kr.timeout = 0, None
         kr.judge(vmcore, None)
+        if "S7" in kr.scen:
+            kr.run_kdump()
 
     build = types.SimpleNamespace(version="7.3.4", dir=tmp_path,
                                   vmlinux=tmp_path / "vmlinux",
@@ -186,8 +246,9 @@ def test_broken_host_cli_fails_s3_and_s4(rig, monkeypatch, tmp_path):
     rc, verdicts = run_rig(rig, monkeypatch, tmp_path, good, bad)
     assert {s: v[0] for s, v in verdicts.items()} == {
         "S1": "pass", "S2": "pass", "S3": "fail", "S4": "fail",
-        "S5": "pass", "S6": "pass"}, verdicts
+        "S5": "pass", "S6": "pass", "S7": "fail"}, verdicts
     assert "CLI broken on the host" in verdicts["S3"][1]
+    assert "CLI broken on the host" in verdicts["S7"][1]
     assert "CLI broken on the host" in verdicts["S4"][1]
     assert rc == 1
 
