@@ -138,3 +138,23 @@ def test_fdt_phys_outside_source(tmp_path, dtc, capsys):
 def test_incoming_map_refused(capsys):
     one_line_error(*run(capsys, "map", "--incoming", "--bitmap-bytes",
                         "4096"), "free memory")
+
+
+@pytest.mark.parametrize("sample, given, noted", [("6.18", "512", 4096),
+                                                  ("6.17", "4096", 512)])
+def test_bitmap_bytes_contradicting_the_note_is_refused(capsys, sample,
+                                                        given, noted):
+    one_line_error(*run(capsys, "map", "--sample", sample, "--bitmap-bytes",
+                        given),
+                   f"--bitmap-bytes {given} contradicts the image note")
+    err = run(capsys, "map", "--sample", sample, "--bitmap-bytes", given)[2]
+    assert f"{noted}-byte" in err
+
+
+def test_bitmap_bytes_agreeing_with_the_note(capsys):
+    rc, out, err = run(capsys, "map", "--sample", "6.18", "--bitmap-bytes",
+                       "4096", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert (doc["bitmap_bytes"], doc["bitmap_source"]) == (4096,
+                                                           "--bitmap-bytes")

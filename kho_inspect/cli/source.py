@@ -17,6 +17,7 @@ from .. import fdt as fdtmod
 from .. import memory, samples
 from ..abi import common, v1
 from ..decode import identify, read_fdt_at
+from ..decode.handover import check_bitmap_bytes
 from ..errors import KhoError
 from ..image import read_image_meta
 from .report import note
@@ -326,10 +327,13 @@ def _note_skipped(skipped: list, found: RootFdt) -> None:
 
 def bitmap_bytes(src: Source, args) -> tuple[int | None, str | None]:
     """The kho-v1 bitmap size and where it came from."""
+    noted = (int(src.meta["bitmap_bytes"])
+             if src.meta and src.meta.get("bitmap_bytes") else None)
     if getattr(args, "bitmap_bytes", None):
-        return args.bitmap_bytes, "--bitmap-bytes"
-    if src.meta and src.meta.get("bitmap_bytes"):
-        return int(src.meta["bitmap_bytes"]), "image note"
+        # refused when the image note says otherwise
+        return check_bitmap_bytes(args.bitmap_bytes, noted), "--bitmap-bytes"
+    if noted:
+        return noted, "image note"
     if src._debug_loaded or src.symbols:
         from .. import walk
         try:
