@@ -158,3 +158,42 @@ def test_bitmap_bytes_agreeing_with_the_note(capsys):
     doc = json.loads(out)
     assert (doc["bitmap_bytes"], doc["bitmap_source"]) == (4096,
                                                            "--bitmap-bytes")
+
+
+def _oversized_root_fdt(dtc, claim=2 * PAGE):
+    """A kho-v3 root FDT whose header claims *claim* bytes (free space after
+    the blocks is legal padding), padded to that size."""
+    blob = bytearray(run_dtc(dtc, kho_dts("kho-v3", 0x100000)))
+    blob[4:8] = claim.to_bytes(4, "big")
+    return bytes(blob).ljust(claim, b"\0")
+
+
+def test_root_fdt_in_memory_larger_than_a_page(tmp_path, dtc, capsys):
+    # the image holds only the FDT's first page: the header is refused
+    # before anything past the one page a root FDT may occupy is read
+    blob = _oversized_root_fdt(dtc)
+    path = str(tmp_path / "img.core")
+    write_image(path, radix_hand_map() + [(0x400000, blob[:PAGE])],
+                {"generation": "kho-v3", "fdt_phys": 0x400000,
+                 "release": "test"})
+    for cmd in ("fdt", "map"):
+        one_line_error(*run(capsys, cmd, "--core", path),
+                       "header totalsize 8192 exceeds 4096 bytes")
+
+
+def test_root_fdt_file_larger_than_a_page(tmp_path, dtc, capsys):
+    f = tmp_path / "big.dtb"
+    f.write_bytes(_oversized_root_fdt(dtc))
+    rc, out, err = run(capsys, "fdt", "--fdt", str(f))
+    one_line_error(rc, out, err, "totalsize 8192 exceeds 4096 bytes")
+    assert str(f) in err
+
+
+def test_incoming_fdt_phys_0_is_not_a_kho_boot(monkeypatch, capsys):
+    from kho_inspect import walk
+    from kho_inspect.cli import source
+    monkeypatch.setattr(source.Source, "debug_program", lambda self: None)
+    monkeypatch.setattr(walk, "incoming_fdt_phys", lambda prog: 0)
+    rc, out, err = run(capsys, "fdt", "--incoming", "--fdt-from", "dwarf")
+    one_line_error(rc, out, err, "kho_in.fdt_phys is 0: this kernel was not "
+                   "booted through a KHO kexec (nothing incoming)")

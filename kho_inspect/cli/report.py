@@ -155,9 +155,10 @@ def map_text(doc: dict, limit: int) -> str:
                  f"({doc['bitmap_source']})")
     lines = [head]
     if doc["state"] == "not-finalized":
+        from .source import DEBUGFS
         lines.append("state: NOT FINALIZED - preserved-memory-map is 0; "
                      "nothing would be handed over (6.19/7.0: "
-                     "echo 1 > /sys/kernel/debug/kho/out/finalize)")
+                     f"echo 1 > {DEBUGFS}/out/finalize)")
     lines += ["", totals_table(doc["totals"]), ""]
     lines += ranges_lines(doc["ranges"], limit)
     lines += ["", "map itself: " + (pages_summary(doc["map_pages"])

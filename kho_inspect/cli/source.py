@@ -24,8 +24,6 @@ from .report import note
 
 DEBUGFS = "/sys/kernel/debug/kho"
 SETUP_DATA = "/sys/kernel/boot_params/setup_data"
-#: Refuse larger root FDTs from files or memory.
-MAX_ROOT_FDT = 1 << 20
 
 
 #: Debug-info files drgn's default search tries for the running kernel.
@@ -206,15 +204,27 @@ class RootFdt:
 
 
 def _read_file(path: str) -> bytes:
+    """A root FDT file: at most the one page a root FDT may occupy
+    (:data:`~kho_inspect.abi.common.ROOT_FDT_MAX`), as read_fdt_at reads
+    one from memory."""
     try:
         with open(path, "rb") as f:
-            return f.read(MAX_ROOT_FDT + 1)
+            blob = f.read(common.ROOT_FDT_MAX + 1)
     except OSError as e:
         raise KhoError(f"{path}: {e.strerror}") from None
+    try:
+        total = fdtmod.header_totalsize(blob)
+    except fdtmod.FdtError:
+        return blob             # parsing it names the problem and the file
+    if total > common.ROOT_FDT_MAX:
+        raise KhoError(f"{path}: header totalsize {total} exceeds "
+                       f"{common.ROOT_FDT_MAX} bytes (a root FDT is one "
+                       "page)")
+    return blob
 
 
 def _from_phys(src: Source, phys: int, origin: str) -> RootFdt:
-    blob = read_fdt_at(src.memory(), phys, "root FDT", MAX_ROOT_FDT)
+    blob = read_fdt_at(src.memory(), phys, "root FDT")
     return RootFdt(blob, phys, origin)
 
 
@@ -300,13 +310,11 @@ def _find_root_fdt(src: Source, args) -> RootFdt:
             raise KhoError(f"--fdt-from setup-data: {why}")
         skipped.append(why)
     from .. import walk   # DWARF needed from here on
+    from ..walk.state import require_kho_boot
     try:
         prog = src.debug_program()
         if incoming:
-            phys = walk.incoming_fdt_phys(prog)
-            if not phys:
-                raise KhoError("kho_in.fdt_phys is 0: this kernel was not "
-                               "booted through a KHO kexec")
+            phys = require_kho_boot(walk.incoming_fdt_phys(prog))
             found = _from_phys(src, phys, "kho_in.fdt_phys")
         else:
             found = _from_phys(src, walk.outgoing_fdt_phys(prog),
