@@ -206,3 +206,19 @@ def test_interval_needs_a_mode(monkeypatch):
     from kho_inspect.errors import KhoError
     with pytest.raises(KhoError, match="interval needs"):
         ctrace.run(args)
+
+
+def test_summary_alone_is_one_fexit_per_fentry_probe():
+    plan = probes.resolve(V617)
+    kf = {"kho_preserve_folio", "kho_add_subtree"}
+    text = program.generate(plan, program.Options(events=False,
+                                                  summary=True), kfunc=kf)
+    assert "KFUNC_PROBE(kho_preserve_folio" not in text
+    assert "KRETFUNC_PROBE(kho_preserve_folio, u64 a0, long ret)" in text
+    # the kprobe'd clone still needs its entry program for the arguments
+    clone = [p for p in plan.probes if p.clone][0]
+    e, r = program.handler_names(clone)
+    assert f"int {e}(struct pt_regs *ctx)" in text
+    # with events, the full entry/return pair
+    full = program.generate(plan, program.Options(summary=True), kfunc=kf)
+    assert "KFUNC_PROBE(kho_preserve_folio, u64 a0)" in full
