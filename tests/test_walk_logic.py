@@ -284,3 +284,31 @@ def test_symbols_file_missing(tmp_path):
     src.program = program
     with pytest.raises(KhoError, match="-s .*vmlinux: no such file"):
         src.debug_program()
+
+
+@pytest.mark.parametrize("argv, want", [([], 12345), (["--scan-limit", "0"],
+                                                      None),
+                                        (["--scan-limit", "7"], 7)])
+def test_incoming_scan_limit_default_is_the_walkers(monkeypatch, capsys,
+                                                    argv, want):
+    got = []
+
+    def view(prog, markers, max_pages):
+        got.append(max_pages)
+        return {"release": None, "problems": [],
+                "kho_in": {"fdt_phys": 0x1000, "scratch_phys": 0x2000}}
+    monkeypatch.setattr(incoming, "DEFAULT_SCAN_PAGES", 12345)
+    monkeypatch.setattr(cliw, "_program", lambda args: None)
+    monkeypatch.setattr("kho_inspect.walk.views.incoming_view", view)
+    rc, out, err = _run(capsys, "incoming", "--json", *argv)
+    assert rc == 0, err
+    assert got == [want]
+
+
+def test_incoming_scan_limit_help_states_the_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["incoming", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # 1 << 24 struct pages of 4 KiB pages = 64 GiB of RAM
+    assert incoming.DEFAULT_SCAN_PAGES == 1 << 24
+    assert "default 16M struct pages = 64 GiB of RAM" in text

@@ -215,8 +215,10 @@ def cmd_tracker(args) -> int:
 
 def cmd_incoming(args) -> int:
     from ..walk.views import incoming_view
+    from ..walk.incoming import DEFAULT_SCAN_PAGES
+    limit = DEFAULT_SCAN_PAGES if args.scan_limit is None else args.scan_limit
     doc = incoming_view(_program(args), markers=not args.no_markers,
-                        max_pages=args.scan_limit or None)
+                        max_pages=limit or None)
     emit(args, doc, incoming_text(doc, args.limit))
     return 0
 
@@ -253,10 +255,12 @@ def register(sub) -> None:
     add_source_options(p)
     p.add_argument("--no-markers", action="store_true",
                    help="skip the scan for preserved head pages")
-    p.add_argument("--scan-limit", type=int, default=1 << 24,
+    # default None: walk.incoming.DEFAULT_SCAN_PAGES (imported by the
+    # command, not here: it imports drgn)
+    p.add_argument("--scan-limit", type=int, default=None,
                    metavar="PAGES", help="struct pages to examine at most "
-                   "when memblock is gone (default 16M = 64 GiB of RAM; "
-                   "0: no limit)")
+                   "when memblock is gone (default 16M struct pages = 64 "
+                   "GiB of RAM; 0: no limit)")
     p.add_argument("--limit", type=int, default=40,
                    help="marker ranges to list (0: all; default 40)")
     p.set_defaults(func=cmd_incoming)
