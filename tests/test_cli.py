@@ -197,3 +197,28 @@ def test_incoming_fdt_phys_0_is_not_a_kho_boot(monkeypatch, capsys):
     rc, out, err = run(capsys, "fdt", "--incoming", "--fdt-from", "dwarf")
     one_line_error(rc, out, err, "kho_in.fdt_phys is 0: this kernel was not "
                    "booted through a KHO kexec (nothing incoming)")
+
+
+def test_composite_compatible_tokens_in_map_and_fdt(tmp_path, dtc, capsys):
+    blob = run_dtc(dtc, kho_dts("kho-v4;radix-v1;vmalloc-v1", 0x100000))
+    path = str(tmp_path / "img.core")
+    write_image(path, radix_hand_map() + [(0x400000, blob.ljust(PAGE, b"\0"))],
+                {"generation": "kho-v4", "fdt_phys": 0x400000,
+                 "release": "test"})
+    for cmd in ("map", "fdt"):
+        rc, out, err = run(capsys, cmd, "--core", path, "--json")
+        assert rc == 0, err
+        doc = json.loads(out)
+        assert (doc["generation"], doc["compat_tokens"]) == (
+            "kho-v4", ["radix-v1", "vmalloc-v1"])
+        rc, out, err = run(capsys, cmd, "--core", path)
+        assert rc == 0, err
+        assert "kho-v4 (tokens: radix-v1, vmalloc-v1)" in out.splitlines()[0]
+
+
+def test_plain_compatible_has_no_tokens_in_map_and_fdt(tmp_path, dtc, capsys):
+    path = v3_image(tmp_path, dtc)
+    for cmd in ("map", "fdt"):
+        doc = json.loads(run(capsys, cmd, "--core", path, "--json")[1])
+        assert doc["compat_tokens"] == []
+        assert "tokens" not in run(capsys, cmd, "--core", path)[1]

@@ -312,3 +312,15 @@ def test_incoming_scan_limit_help_states_the_default(capsys):
     # 1 << 24 struct pages of 4 KiB pages = 64 GiB of RAM
     assert incoming.DEFAULT_SCAN_PAGES == 1 << 24
     assert "default 16M struct pages = 64 GiB of RAM" in text
+
+
+def test_walker_text_shows_compat_tokens():
+    fdt = {"phys": 0x1000, "generation": "kho-v4",
+           "compat_tokens": ["radix-v1"], "size": 200, "subnodes": []}
+    status = {"release": "7.4", "source": "test", "enabled": True,
+              "fdt": fdt, "kexec_image": None, "problems": []}
+    assert "kho-v4 (tokens: radix-v1) at 0x1000" in cliw.status_text(status)
+    inc = {"release": "7.4", "problems": [], "fdt": fdt,
+           "kho_in": {"fdt_phys": 0x1000, "scratch_phys": 0x2000}}
+    assert "incoming FDT: kho-v4 (tokens: radix-v1), 200 bytes" in \
+        cliw.incoming_text(inc)

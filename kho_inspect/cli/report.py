@@ -28,8 +28,18 @@ def subnodes_json(h) -> list:
     return [s.as_json() for s in h.subnodes]
 
 
+def generation_label(generation, tokens) -> str:
+    """The generation, then the feature tokens of a composite compatible
+    (``kho-v4;radix-v1`` -> ``kho-v4 (tokens: radix-v1)``)."""
+    label = str(generation)
+    if tokens:
+        label += f" (tokens: {', '.join(tokens)})"
+    return label
+
+
 def fdt_json(h, tree, origin) -> dict:
     return {"source": origin, "generation": h.generation,
+            "compat_tokens": h.compat_tokens,
             "fdt_phys": h.fdt_phys, "totalsize": tree.totalsize,
             "root": fdtmod.node_to_json(tree.root),
             "subnodes": subnodes_json(h)}
@@ -95,7 +105,9 @@ def fdt_text(h, tree, origin) -> str:
              if len(p.value) == 8 else p.value.hex())
             for p in tree.root.props.values()]
     return "\n".join([
-        f"KHO root FDT from {origin}: {h.generation}, {tree.totalsize} bytes"
+        f"KHO root FDT from {origin}: "
+        f"{generation_label(h.generation, h.compat_tokens)}, "
+        f"{tree.totalsize} bytes"
         + (f", at phys {hexa(h.fdt_phys)}" if h.fdt_phys is not None else ""),
         tabulate(root, headers=["property", "value"]), "",
         subnodes_table(subnodes_json(h))])
@@ -136,7 +148,8 @@ def pages_summary(pages: list) -> str:
 def map_json(h, origin, release) -> dict:
     m = h.map
     runs = coalesce(m.runs)
-    return {"generation": h.generation, "bitmap_bytes": m.bitmap_bytes,
+    return {"generation": h.generation, "compat_tokens": h.compat_tokens,
+            "bitmap_bytes": m.bitmap_bytes,
             "bitmap_source": m.bitmap_source, "map_phys": m.map_phys,
             "state": m.state, "fdt_source": origin, "release": release,
             "ranges": [r.as_json() for r in runs],
@@ -147,7 +160,8 @@ def map_json(h, origin, release) -> dict:
 
 def map_text(doc: dict, limit: int) -> str:
     """Render :func:`map_json`'s document."""
-    head = f"{doc['generation']} map at {hexa(doc['map_phys'])} (FDT from " \
+    gen = generation_label(doc["generation"], doc.get("compat_tokens"))
+    head = f"{gen} map at {hexa(doc['map_phys'])} (FDT from " \
         f"{doc['fdt_source']}"
     head += f", kernel {doc['release']})" if doc["release"] else ")"
     if doc["bitmap_bytes"]:

@@ -13,8 +13,9 @@ import textwrap
 
 from tabulate import tabulate
 
-from .report import (emit, hexa, human_size, pages_summary, ranges_lines,
-                     subnodes_table, totals_table)
+from .report import (emit, generation_label, hexa, human_size,
+                     pages_summary, ranges_lines, subnodes_table,
+                     totals_table)
 
 STATUS_EPILOG = """\
 examples:
@@ -72,7 +73,8 @@ def status_text(doc: dict) -> str:
                      f"{tr['ranges']} ranges"))
     fdt = doc.get("fdt")
     if fdt:
-        rows.append(("outgoing FDT", f"{fdt['generation']} at "
+        gen = generation_label(fdt["generation"], fdt.get("compat_tokens"))
+        rows.append(("outgoing FDT", f"{gen} at "
                      f"{hexa(fdt['phys'])}, {fdt['size']} bytes"))
     img = doc.get("kexec_image")
     if img is None:
@@ -143,7 +145,8 @@ def incoming_text(doc: dict, limit: int = 40) -> str:
     out = [tabulate(rows, tablefmt="plain")]
     fdt = doc.get("fdt")
     if fdt:
-        out += ["", f"incoming FDT: {fdt['generation']}, {fdt['size']} bytes",
+        gen = generation_label(fdt["generation"], fdt.get("compat_tokens"))
+        out += ["", f"incoming FDT: {gen}, {fdt['size']} bytes",
                 subnodes_table(fdt["subnodes"])]
     scan = doc.get("scan")
     if scan:
