@@ -18,6 +18,8 @@ from . import program as prog
 from .probes import Plan, Probe, TRACEFS
 
 BTF = "/sys/kernel/btf/vmlinux"
+#: Events per reader wake-up (the rest are taken at each poll interval).
+WAKEUP_EVENTS = 64
 
 
 class _Event(ctypes.Structure):
@@ -157,6 +159,7 @@ class Session:
         self.events: list[Event] = []
         self.lost = 0
         self.attached: list[tuple[str, str]] = []
+        self.batched = False
         t = time.monotonic()
         try:
             self.bpf = bcc.BPF(text=self.text)
@@ -187,12 +190,27 @@ class Session:
 
         def lost(n):
             self.lost += n
-        self.bpf["events"].open_perf_buffer(handle, page_cnt=256,
-                                            lost_cb=lost)
+        table = self.bpf["events"]
+        if not hasattr(self.bpf, "perf_buffer_consume"):
+            table.open_perf_buffer(handle, page_cnt=256, lost_cb=lost)
+            return
+        try:
+            # wake the reader once per WAKEUP_EVENTS events, not per event:
+            # at a high rate, a wake-up per event is most of the cost
+            table.open_perf_buffer(handle, page_cnt=256, lost_cb=lost,
+                                   wakeup_events=WAKEUP_EVENTS)
+            self.batched = True
+        except TypeError:           # bcc older than 0.18
+            table.open_perf_buffer(handle, page_cnt=256, lost_cb=lost)
+            self.batched = False
 
     def poll(self, timeout_ms: int) -> None:
+        """Deliver pending events, waiting up to *timeout_ms* for more."""
         if self.opts.events:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
+            if self.batched:
+                # fewer than WAKEUP_EVENTS pending wake nobody: take them
+                self.bpf.perf_buffer_consume()
         else:
             time.sleep(timeout_ms / 1000)
 
