@@ -319,10 +319,11 @@ static bool kw_range_usable(struct zone *zone, unsigned long start,
 }
 
 /*
- * NR pages the buddy allocator cannot hand out (above MAX_PAGE_ORDER):
- * try ALIGN-aligned ranges of every populated zone, highest first.  Without
- * ACR_FLAGS_CMA, alloc_contig_range() refuses MIGRATE_CMA pageblocks, which
- * keeps the run out of the KHO scratch areas.
+ * A run the buddy allocator did not hand out (above MAX_PAGE_ORDER, or it
+ * failed): try ranges aligned to max(ALIGN, pageblock) in every populated
+ * zone, highest first.  Without ACR_FLAGS_CMA, alloc_contig_range() refuses
+ * MIGRATE_CMA pageblocks, which keeps the run out of the KHO scratch areas.
+ * CONTIG_ALLOC comes with CMA, which the vmtest config sets.
  */
 static struct page *kw_alloc_contig(unsigned long nr, unsigned long align)
 {
