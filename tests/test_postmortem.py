@@ -7,6 +7,7 @@ core whose PT_LOAD declares more memory than it holds, as ``makedumpfile -E
 kho_inspect's writers.
 """
 
+import json
 import struct
 import subprocess
 import sys
@@ -126,3 +127,145 @@ def test_kdump_compressed_through_the_console_script(tmp_path):
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- the S7 judge (vmtests/postmortem.py) -------------------------------------
+
+LIVE = {
+    "status": {"source": "the running kernel (/proc/kcore)", "enabled": True,
+               "tracker": {"ranges": 2}, "problems": []},
+    "map": {"generation": "kho-v1", "map_phys": 0x5000, "bitmap_bytes": 512,
+            "fdt_source": "debugfs",
+            "ranges": [{"phys": 0x200000, "order": 9, "count": 1,
+                        "size": 0x200000},
+                       {"phys": 0x7000, "order": 0, "count": 3,
+                        "size": 0x3000}]},
+    "tracker": {"layout": "xarray", "finalized": True, "source": "live",
+                "ranges": [{"phys": 0x200000, "order": 9, "count": 1,
+                            "size": 0x200000},
+                           {"phys": 0x7000, "order": 0, "count": 3,
+                            "size": 0x3000}]},
+    "check": {"ok": True, "differences": []},
+}
+COLD = ("kho-inspect: error: kho_in.fdt_phys is 0: this kernel was not "
+        "booted through a KHO kexec (nothing incoming)")
+
+
+@pytest.fixture
+def pm(monkeypatch):
+    import pathlib
+    vm = pathlib.Path(__file__).resolve().parent.parent / "vmtests"
+    monkeypatch.syspath_prepend(str(vm))
+    import postmortem
+    return postmortem
+
+
+def guest_files(tmp_path, makedumpfile_rc=0):
+    """What guest/kdump.py leaves in results/: the live views, kdump.json,
+    crash.json and the two dumps (an ELF one with a 1 MiB hole)."""
+    res = tmp_path / "results"
+    res.mkdir()
+    for view, doc in LIVE.items():
+        (res / f"s7-live-{view}.json").write_text(json.dumps(doc))
+    live = {v: {"rc": 0, "stderr": ""} for v in LIVE}
+    live["incoming"] = {"rc": 2, "stderr": COLD}
+    (res / "kdump.json").write_text(json.dumps({
+        "scenarios": {}, "live": live, "kexec_crash_loaded": "1",
+        "ram": [[0x1000, 0x9f000], [0x100000, 0x40000000]]}))
+    (res / "crash.json").write_text(json.dumps({"dumps": {
+        "kdump-c-d31": {"rc": makedumpfile_rc, "options": "-c -d 31",
+                        "output": "makedumpfile Completed."},
+        "kdump-E-d31.elf": {"rc": 0, "options": "-E -d 31",
+                            "output": "makedumpfile Completed."}}}))
+    (res / "kdump-c-d31").write_bytes(b"KDUMP   " + bytes(100))
+    (res / "kdump-E-d31.elf").write_bytes(elf_core(
+        [(0x100000, bytes(0x1000), 0x100000)]))
+    return tmp_path
+
+
+def fake_cli(override=None):
+    """A host CLI answering like the real one on a dump that holds every
+    KHO page; *override(view, dump, argv)* may return (rc, stdout, stderr)."""
+    def cli(*argv):
+        view, dump = argv[0], argv[argv.index("--core") + 1]
+        got = override(view, dump, argv) if override else None
+        if got is None:
+            if "--fdt-phys" in argv:
+                phys = argv[argv.index("--fdt-phys") + 1]
+                got = (2, "", f"kho-inspect: error: cannot read root FDT at "
+                       f"phys {phys} (+0x8): could not read memory from "
+                       f"kdump: Excluded page in core {dump} (page "
+                       f"filtered out of the dump, e.g. by makedumpfile -d: "
+                       f"re-take it with -d 0)\n")
+            elif view == "incoming":
+                got = (2, "", COLD + "\n")
+            else:
+                doc = dict(LIVE[view])
+                if "source" in doc:
+                    doc["source"] = f"core {dump}"
+                got = (0, json.dumps(doc), "")
+        return subprocess.CompletedProcess(argv, *got)
+    return cli
+
+
+def judge(pm, tmp_path, override=None, **kw):
+    work = guest_files(tmp_path, **kw)
+    return pm.judge(work, tmp_path / "vmlinux", fake_cli(override),
+                    lambda: None, None)
+
+
+def test_s7_judge_passes_equal_views(pm, tmp_path):
+    status, reason, details = judge(pm, tmp_path)
+    assert status == "pass", reason
+    assert "status, map, tracker, check == live" in reason
+    assert "incoming n/a (cold boot)" in reason
+    # the probe is inside the ELF dump's hole (0x101000-0x200000)
+    assert 0x101000 <= details["filtered_page"] < 0x200000
+
+
+@pytest.mark.parametrize("override, want", [
+    # a range lost in one dump
+    (lambda v, d, a: (0, json.dumps(dict(LIVE["map"], ranges=LIVE["map"][
+        "ranges"][:1])), "") if v == "map" and d.endswith(".elf") else None,
+     "map: ranges differ"),
+    # a one-line error that does not say what the filtering removed
+    (lambda v, d, a: (2, "", "kho-inspect: error: cannot read tracker at "
+                      "0xffff888000123000\n") if v == "tracker" else None,
+     "tracker rc=2"),
+    # a traceback
+    (lambda v, d, a: (1, "", "Traceback (most recent call last):\n  File "
+                      "x\nValueError: filtered 0x1234\n")
+     if v == "check" else None, "check rc=1: traceback"),
+    # the filtered page decoded as zeros instead of refused
+    (lambda v, d, a: (2, "", "kho-inspect: error: root FDT at phys 0x150000:"
+                      " offset 0: bad magic 0x00000000\n")
+     if "--fdt-phys" in a else None, "a page the filtering removed"),
+    # incoming answered on a dump of a cold boot
+    (lambda v, d, a: (0, "{}", "") if v == "incoming" else None,
+     "incoming rc=0"),
+    # status with a problem the live view did not have, not explained
+    (lambda v, d, a: (0, json.dumps(dict(LIVE["status"], problems=[
+        "scratch: cannot read kho_scratch"])), "") if v == "status" else None,
+     "status: problem not in the live view"),
+])
+def test_s7_judge_fails(pm, tmp_path, override, want):
+    status, reason, _ = judge(pm, tmp_path, override)
+    assert status == "fail" and want in reason, reason
+
+
+def test_s7_judge_accepts_one_line_naming_the_filtered_page(pm, tmp_path):
+    line = ("kho-inspect: error: cannot read kho-v1 bitmap at phys 0x7000 "
+            "(+0x200): could not read memory from kdump: Excluded page in "
+            "core x (page filtered out of the dump, e.g. by makedumpfile -d:"
+            " re-take it with -d 0)")
+    status, reason, _ = judge(pm, tmp_path, lambda v, d, a: (
+        2, "", line + "\n") if v == "map" and not d.endswith(".elf")
+        and "--fdt-phys" not in a else None)
+    assert status == "pass", reason
+    assert "kdump-c-d31 map: " + line in reason
+    assert "status, tracker, check == live" in reason
+
+
+def test_s7_judge_fails_without_the_dumps(pm, tmp_path):
+    status, reason, _ = judge(pm, tmp_path, makedumpfile_rc=1)
+    assert status == "fail" and "makedumpfile -c -d 31 rc=1" in reason

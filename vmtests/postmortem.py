@@ -192,11 +192,15 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
                              f"({(line or r.stderr.strip()[-150:])}); live "
                              f"it was: {want}")
                 continue
+            if "Traceback" in r.stderr:
+                fails.append(f"{name}: {view} rc={r.returncode}: traceback: "
+                             + r.stderr.strip().splitlines()[-1][:200])
+                continue
             if r.returncode == 2 and names_filtering(line):
                 per[view]["filtered"] = line
                 notes.append(f"{name} {view}: {line}")
                 continue
-            if r.returncode not in (0, 1) or line:
+            if r.returncode != (live_rc or 0) or line:
                 fails.append(f"{name}: {view} rc={r.returncode}: "
                              + (line or r.stderr.strip()[-200:]))
                 continue
@@ -223,7 +227,7 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
                      "filtered?")
     elif page is not None:
         for name in DUMPS:
-            if not (res / name).exists():
+            if name not in details["dumps"]:    # makedumpfile failed
                 continue
             r = cli("map", "--core", str(res / name), "--fdt-phys",
                     hex(page))
