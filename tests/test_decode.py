@@ -21,12 +21,14 @@ def v1_hand_map(bitmap_bytes):
     #   bits 0,1,2 -> pfns 0-2 -> Run(0x0, 0, 3); bit 100 -> 0x64000
     #   bit 4101 sits beyond 512 bytes: only a 4 KiB bitmap sees it:
     #   4101 * 4096 = 0x1005000
-    # chunk B (0x11000): order 9, phys_start 0x200000000 (= 4096 bits *
-    #   4096 << 9, a valid 512-byte-era alignment), bitmap at 0x21000
-    #   bits 1 and 3 -> 0x200000000 + 1<<21 = 0x200200000, + 3<<21 = 0x200600000
+    # chunk B (0x11000): order 9, phys_start 0x1000000000 (= 32768 bits *
+    #   4096 << 9 = 2^36: index 1 of 4 KiB bitmaps, index 8 of 512-byte
+    #   ones, so valid for both sizes), bitmap at 0x21000
+    #   bits 1 and 3 -> 0x1000000000 + 1<<21 = 0x1000200000,
+    #   + 3<<21 = 0x1000600000
     segs = [
         (0x10000, chunk_page(0x11000, 0, [(0, 0x20000)])),
-        (0x11000, chunk_page(0, 9, [(0x200000000, 0x21000)])),
+        (0x11000, chunk_page(0, 9, [(0x1000000000, 0x21000)])),
         (0x20000, bitmap({0, 1, 2, 100, 4101}, PAGE)),
         (0x21000, bitmap({1, 3}, PAGE)),
     ]
@@ -36,8 +38,8 @@ def v1_hand_map(bitmap_bytes):
 def test_v1_512_byte_bitmaps():
     m = v1_hand_map(512)
     assert coalesce(m.runs) == [Run(0x0, 0, 3), Run(0x64000, 0, 1),
-                                Run(0x200200000, 9, 1),
-                                Run(0x200600000, 9, 1)]
+                                Run(0x1000200000, 9, 1),
+                                Run(0x1000600000, 9, 1)]
     assert [(p.phys, p.kind) for p in m.pages] == [
         (0x10000, "chunk"), (0x20000, "bitmap"), (0x11000, "chunk"),
         (0x21000, "bitmap")]
@@ -47,6 +49,45 @@ def test_v1_4k_bitmaps_see_more_bits():
     m = v1_hand_map(4096)
     assert Run(0x1005000, 0, 1) in coalesce(m.runs)
     assert len(coalesce(m.runs)) == 5
+
+
+@pytest.mark.parametrize("order, phys_start, nbytes, ok", [
+    # 512-byte bitmaps: 4096 bits, so multiples of 4096 << (order + 12)
+    (0, 1 << 24, 512, True), (9, 1 << 33, 512, True),
+    (0, 1 << 23, 512, False), (0, (1 << 24) + PAGE, 512, False),
+    # 4 KiB bitmaps: 32768 bits, so multiples of 32768 << (order + 12)
+    (0, 1 << 27, 4096, True), (9, 1 << 36, 4096, True),
+    (0, 1 << 24, 4096, False), (9, 1 << 33, 4096, False),
+    # order 40, 4 KiB bitmaps: the only multiple of 2^67 below 2^64 is 0
+    (40, 0, 4096, True), (40, 1 << 63, 4096, False),
+])
+def test_v1_phys_start_alignment(order, phys_start, nbytes, ok):
+    # kho_mem_serialize writes phys_start = (xa index * PRESERVE_BITS)
+    # << (order + 12) (docs/abi.md section 4.2)
+    segs = [(0x10000, chunk_page(0, order, [(phys_start, 0x20000)])),
+            (0x20000, bitmap({0}, PAGE))]
+    if ok:
+        m = decode_chunks(mem(segs), 0x10000, nbytes)
+        assert m.runs == [Run(phys_start, order, 1)]
+        return
+    with pytest.raises(KhoError, match=f"kho-v1 chunk #0 at phys 0x10000: "
+                       f"entry 0: phys_start 0x{phys_start:x} is not a "
+                       "multiple of") as e:
+        decode_chunks(mem(segs), 0x10000, nbytes)
+    assert "\n" not in str(e.value)
+
+
+def test_v1_512_byte_era_map_read_as_4k_is_refused():
+    # a map a 6.16/6.17 kernel wrote: order 9, xa index 1 of 512-byte
+    # bitmaps -> phys_start 4096 << 21 = 0x200000000, not a multiple of
+    # 32768 << 21 = 0x1000000000
+    segs = [(0x10000, chunk_page(0, 9, [(0x200000000, 0x20000)])),
+            (0x20000, bitmap({1}, 512).ljust(PAGE, b"\0"))]
+    assert decode_chunks(mem(segs), 0x10000, 512).runs == [
+        Run(0x200200000, 9, 1)]
+    with pytest.raises(KhoError, match="phys_start 0x200000000 is not a "
+                       "multiple of 0x1000000000"):
+        decode_chunks(mem(segs), 0x10000, 4096)
 
 
 def test_v1_zero_map_is_not_finalized():
@@ -116,8 +157,10 @@ def test_v1_bad_input(case, msg):
 
 
 def test_v1_overflowing_range():
-    segs = [(0x10000, chunk_page(0, 40, [((1 << 64) - (1 << 52), 0x20000)])),
-            (0x20000, bitmap({1}, PAGE))]
+    # order 40, phys_start 0 (the only aligned one): bit 4096 is 4096 << 52
+    # = 2^64
+    segs = [(0x10000, chunk_page(0, 40, [(0, 0x20000)])),
+            (0x20000, bitmap({4095, 4096}, PAGE))]
     with pytest.raises(KhoError, match="beyond 2"):
         decode_chunks(mem(segs), 0x10000, 4096)
 
@@ -360,3 +403,21 @@ def test_explicit_bitmap_size_must_match_the_image_note(given, noted, ok):
                                        f"the image note.*{noted}-byte") as e:
         check_bitmap_bytes(given, noted)
     assert "\n" not in str(e.value)
+
+
+def test_512_byte_sample_decoded_as_4k_is_refused():
+    # 6.17.8 wrote 512-byte bitmaps (its image note and tests/releases.py say
+    # so); read as 4096 its first order-0 entry, xa index 2 -> phys_start
+    # 2 * 4096 << 12 = 0x2000000, is not a multiple of 32768 << 12
+    from kho_inspect import samples
+    from kho_inspect.cli.source import open_source
+
+    class A:
+        core, symbols, sample = None, None, "6.17"
+    src = open_source(A)
+    blob = read_fdt_at(src.memory(), src.meta["fdt_phys"], "root FDT")
+    assert decode_handover(blob, src.memory(), bitmap_bytes=512).map.runs
+    with pytest.raises(KhoError, match="phys_start 0x2000000 is not a "
+                       "multiple of 0x8000000"):
+        decode_handover(blob, src.memory(), bitmap_bytes=4096)
+    assert samples.path("6.17").endswith("6.17.8.core")

@@ -21,7 +21,10 @@ def decode_chunks(mem, map_phys: int, bitmap_bytes: int,
     :raises KhoError: on a cycle, a repeated bitmap, an impossible count or
         order, a chunk that is not page-aligned or a bitmap not aligned to
         its size (the writer's ``kzalloc`` objects are), a bitmap inside a
-        chunk page, or memory the source does not hold. So no byte of the
+        chunk page, a ``phys_start`` not a multiple of
+        :func:`~kho_inspect.abi.v1.phys_start_alignment` (the writer's
+        are; a map read with the wrong bitmap size mostly fails here), or
+        memory the source does not hold. So no byte of the
         map is decoded twice.
     """
     if bitmap_bytes not in v1.BITMAP_BYTES_CHOICES:
@@ -63,9 +66,16 @@ def decode_chunks(mem, map_phys: int, bitmap_bytes: int,
                            f"{order} bytes does not fit in 64 bits")
         pages.append(MapPage(phys, v1.CHUNK_SIZE, "chunk"))
         shift = PAGE_SHIFT + order
+        align = v1.phys_start_alignment(bitmap_bytes, order)
         for e in range(num):
             phys_start, bm = v1.CHUNK_ENTRY.unpack_from(entries,
                                                         e * v1.CHUNK_ENTRY.size)
+            if phys_start % align:
+                raise KhoError(f"{where}: entry {e}: phys_start "
+                               f"0x{phys_start:x} is not a multiple of "
+                               f"0x{align:x}, as every order-{order} entry "
+                               f"written with {bitmap_bytes}-byte bitmaps "
+                               "is (wrong bitmap size, or a corrupt map)")
             if bm in seen:
                 raise KhoError(f"{where}: entry {e}: bitmap at 0x{bm:x} is "
                                "referenced twice")
