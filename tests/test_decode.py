@@ -421,3 +421,79 @@ def test_512_byte_sample_decoded_as_4k_is_refused():
                        "multiple of 0x8000000"):
         decode_handover(blob, src.memory(), bitmap_bytes=4096)
     assert samples.path("6.17").endswith("6.17.8.core")
+
+
+# -- client blobs: the identifiers their readers check -----------------------
+
+def _memblock_handover(dtc, child_compat):
+    sub = run_dtc(dtc, f'''/dts-v1/; / {{ compatible = "memblock-v1";
+        good {{ compatible = "reserve-mem-v1"; start = {u64le(0x7f000000)};
+                size = {u64le(0x100000)}; }};
+        odd {{ {child_compat} start = {u64le(0x7e000000)};
+               size = {u64le(0x1000)}; }}; }};'''.encode())
+    blob = run_dtc(dtc, kho_dts("kho-v1", 0, f"memblock {{ fdt = "
+                                              f"{u64le(0x500000)}; }};"))
+    return decode_handover(blob, mem([(0x500000, sub.ljust(PAGE, b"\0"))]),
+                           bitmap_bytes=4096)
+
+
+@pytest.mark.parametrize("child_compat, error", [
+    ('compatible = "reserve-mem-v1";', None),
+    ('compatible = "reserve-mem-v2";', "sub-node 'memblock' blob at phys "
+     "0x500000/odd: compatible 'reserve-mem-v2', not 'reserve-mem-v1'"),
+    ("", "sub-node 'memblock' blob at phys 0x500000/odd: no compatible, "
+     "not 'reserve-mem-v1'"),
+])
+def test_memblock_child_compatible_is_checked(dtc, child_compat, error):
+    (m,) = _memblock_handover(dtc, child_compat).subnodes
+    assert m.error == error
+    if error is None:
+        assert [r["name"] for r in m.content["regions"]] == ["good", "odd"]
+
+
+def _test_kho_handover(dtc, magic):
+    # 6.17 layout: folios_info inline, one entry: phys 0x600000 | order 2
+    sub = run_dtc(dtc, f'''/dts-v1/; / {{ compatible = "kho-test-v1";
+        magic = [{magic}];
+        data {{ nr_folios = [01 00 00 00]; csum = [00 00 00 00];
+                folios_info = {u64le(0x600002)}; }}; }};'''.encode())
+    blob = run_dtc(dtc, kho_dts("kho-v1", 0, f"kho_test {{ fdt = "
+                                              f"{u64le(0x500000)}; }};"))
+    return decode_handover(blob, mem([(0x500000, sub.ljust(PAGE, b"\0"))]),
+                           bitmap_bytes=4096)
+
+
+def test_test_kho_magic_is_checked(dtc):
+    # "KHO!" = 0x4b484f21, a u32 in the kernel's (little-endian) order
+    (t,) = _test_kho_handover(dtc, "21 4f 48 4b").subnodes
+    assert t.error is None
+    assert t.content["magic"] == 0x4B484F21
+    assert t.content["folios"] == [{"phys": 0x600000, "order": 2}]
+    (t,) = _test_kho_handover(dtc, "4b 48 4f 21").subnodes
+    assert t.error == ("sub-node 'kho_test' blob at phys 0x500000: magic "
+                       "0x214f484b, not 0x4b484f21 (\"KHO!\")")
+
+
+def _kexec_metadata(version: int) -> bytes:
+    # packed {u32 version; char previous_release[65]; u32 kexec_count}
+    return (version.to_bytes(4, "little") + b"7.3.4".ljust(65, b"\0")
+            + (2).to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize("version, error", [
+    (1, None),
+    (2, "sub-node 'kexec-metadata' blob at phys 0x500000: version 2, not 1"),
+    (0, "sub-node 'kexec-metadata' blob at phys 0x500000: version 0, not 1"),
+])
+def test_kexec_metadata_version_is_checked(dtc, version, error):
+    blob = run_dtc(dtc, kho_dts("kho-v3", 0x100000,
+                                f"kexec-metadata {{ preserved-data = "
+                                f"{u64le(0x500000)}; blob-size = "
+                                f"{u64le(73)}; }};"))
+    h = decode_handover(blob, mem([(0x500000, _kexec_metadata(version)
+                                    .ljust(PAGE, b"\0"))]), with_map=False)
+    (k,) = h.subnodes
+    assert k.error == error
+    if error is None:
+        assert (k.content["previous_release"], k.content["kexec_count"]) == (
+            "7.3.4", 2)

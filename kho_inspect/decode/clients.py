@@ -32,9 +32,18 @@ def _u32(node, name, where):
 
 
 def memblock(tree: fdtmod.Fdt, mem, where: str):
-    """memblock's reserve_mem regions: ``memblock-v1`` FDT."""
+    """memblock's reserve_mem regions: ``memblock-v1`` FDT, one child per
+    region, each ``reserve-mem-v1`` (the next kernel's reader skips a child
+    with another compatible)."""
     regions = []
     for c in tree.root.children:
+        compat = c.props.get("compatible")
+        if compat is None or \
+                abi.RESERVE_MEM_COMPATIBLE not in compat.strings():
+            raise KhoError(f"{where}/{c.name}: "
+                           + (f"compatible {compat.string()!r}" if compat
+                              else "no compatible")
+                           + f", not {abi.RESERVE_MEM_COMPATIBLE!r}")
         regions.append({"name": c.name,
                         "start": _u64(c, "start", f"{where}/{c.name}"),
                         "size": _u64(c, "size", f"{where}/{c.name}")})
@@ -49,6 +58,10 @@ def test_kho(tree: fdtmod.Fdt, mem, where: str):
     """
     root = tree.root
     out = {"magic": _u32(root, "magic", where)}
+    if out["magic"] != abi.TEST_KHO_MAGIC:
+        # test_kho's restore refuses it (-EINVAL)
+        raise KhoError(f"{where}: magic 0x{out['magic']:08x}, not "
+                       f"0x{abi.TEST_KHO_MAGIC:08x} (\"KHO!\")")
     data = root.child("data") or root
     nr = _u32(data, "nr_folios", where)
     out["nr_folios"] = nr
@@ -86,6 +99,10 @@ def kexec_metadata(blob: bytes, where: str):
         raise KhoError(f"{where}: {len(blob)} bytes, need "
                        f"{abi.KEXEC_METADATA.size}")
     version, rel, count = abi.KEXEC_METADATA.unpack_from(blob)
+    if version != abi.KEXEC_METADATA_VERSION:
+        # the next kernel's reader refuses it (docs/abi.md section 7.4)
+        raise KhoError(f"{where}: version {version}, not "
+                       f"{abi.KEXEC_METADATA_VERSION}")
     return {"version": version,
             "previous_release": rel.split(b"\0", 1)[0].decode(errors="replace"),
             "kexec_count": count}
