@@ -227,3 +227,33 @@ def test_signal_with_a_handler_that_returns_does_not_spoil_the_write(
     assert seen == [signal.SIGUSR1]
     assert os.listdir(tmp_path) == ["h.core"]
     assert read_image_meta(str(tmp_path / "h.core"))["release"] == "7.3.4"
+
+
+def test_ctrl_c_while_python_m_imports_the_cli_is_quiet(tmp_path):
+    """`python3 -m kho_inspect`: Ctrl-C while the CLI is still being
+    imported (before entry() runs) ends the process quietly too."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+        import os, signal, sys
+        class CtrlC:
+            def find_spec(self, name, path=None, target=None):
+                if name == "kho_inspect.cli":
+                    os.kill(os.getpid(), signal.SIGINT)
+                return None
+        sys.meta_path.insert(0, CtrlC())
+        """))
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    p = subprocess.run([sys.executable, "-m", "kho_inspect", "map",
+                        "--sample"], env=env, cwd=ROOT, capture_output=True,
+                       timeout=60)
+    assert p.returncode == -signal.SIGINT, (p.returncode, p.stderr)
+    assert p.stdout == b"" and p.stderr == b""
+
+
+def test_python_m_runs_the_cli():
+    p = _child("""
+        import runpy, sys
+        sys.argv = ["kho_inspect", "map", "--sample", "7.3", "--json"]
+        runpy.run_module("kho_inspect", run_name="__main__")
+        """)
+    assert p.returncode == 0, p.stderr
+    assert b'"generation": "kho-v4"' in p.stdout
