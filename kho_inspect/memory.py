@@ -253,12 +253,9 @@ def open_live(vmlinux: str | None = None):
     if _platform.system() != "Linux":
         raise KhoError("live mode needs Linux; use --core FILE")
     if not os.path.exists("/proc/kcore"):
-        # Not "needs root": sudo would not help.
-        raise KhoError(("reading the running kernel needs root and "
-                        "/proc/kcore; " if os.geteuid() != 0 else "")
-                       + "this system has no /proc/kcore (a kernel without "
-                       "CONFIG_PROC_KCORE, or /proc not mounted); use "
-                       "--core FILE")
+        # Not "needs root", even when not root: sudo would not help.
+        raise KhoError("this kernel has no /proc/kcore (CONFIG_PROC_KCORE; "
+                       "or /proc is not mounted); use --core FILE")
     if os.geteuid() != 0:
         raise KhoError("reading the running kernel needs root "
                        "(/proc/kcore); run with sudo, or use --core FILE")

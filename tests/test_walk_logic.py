@@ -241,6 +241,16 @@ def test_cli_not_root(monkeypatch, capsys, cmd):
     assert err.count("\n") == 1 and "needs root" in err
 
 
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_cli_no_kcore_is_not_a_root_problem(monkeypatch, capsys, euid):
+    monkeypatch.setattr("os.geteuid", lambda: euid)
+    _kcore_exists(monkeypatch, False)
+    rc, out, err = _run(capsys, "status")
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "this kernel has no /proc/kcore (CONFIG_PROC_KCORE" in err
+    assert "needs root" not in err
+
+
 def test_cli_no_kcore(monkeypatch, capsys):
     monkeypatch.setattr("os.geteuid", lambda: 0)
     _kcore_exists(monkeypatch, False)
