@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 
 from ..abi.common import MAX_PAGE_ORDER, PAGE_SHIFT
@@ -332,6 +333,12 @@ def run(args, out=sys.stdout, err=sys.stderr) -> int:
     return rc
 
 
+def _wrap(text: str) -> str:
+    """A start-up line within 80 columns, continuation lines indented."""
+    return textwrap.fill(text, 79, subsequent_indent="  ",
+                         break_on_hyphens=False)
+
+
 def _list(args, plan, out) -> int:
     rows = [{"function": p.func.name, "symbol": p.symbol,
              "role": p.func.role} for p in plan.probes]
@@ -347,8 +354,9 @@ def _list(args, plan, out) -> int:
     print(tabulate([(r["function"], r["symbol"], r["role"]) for r in rows],
                    headers=("function", "symbol probed", "role")), file=out)
     if plan.missing:
-        print("\nnot probed (absent or inlined): "
-              + ", ".join(n for n, _ in plan.missing), file=out)
+        print("\n" + _wrap("not probed (absent or inlined): "
+                           + ", ".join(n for n, _ in plan.missing)),
+              file=out)
     return 0
 
 
@@ -368,10 +376,10 @@ def _start(args, plan, sess, incoming, out, err) -> None:
         out.flush()
         return
     for how, syms in sorted(by.items()):
-        print(f"{how}: {', '.join(syms)}", file=err)
+        print(_wrap(f"{how}: {', '.join(syms)}"), file=err)
     if plan.missing:
-        print("not probed (absent or inlined): "
-              + ", ".join(n for n, _ in plan.missing), file=err)
+        print(_wrap("not probed (absent or inlined): "
+                    + ", ".join(n for n, _ in plan.missing)), file=err)
     if not plan.recording:
         print("no recording function probed: internal blocks are not "
               "seen", file=err)
@@ -458,8 +466,12 @@ class _Printer:
             return
         from tabulate import tabulate
         print(f"\n{stamp}", file=self.out)
+        # a folio's size is known only from its recording call, which
+        # --summary alone does not pair with it (see trace.program.lean)
         print(tabulate([(p.func.name[:26], o if o >= 0 else "-", c,
-                         short_size(b), e) for p, o, c, b, e in rows],
+                         "-" if o < 0 and p.func.args[:1] == ("folio",)
+                         else short_size(b), e)
+                        for p, o, c, b, e in rows],
                        headers=("function", "order", "calls", "bytes",
                                 "errors")) if rows else "(no calls)",
               file=self.out, flush=True)
