@@ -269,3 +269,46 @@ def test_s7_judge_accepts_one_line_naming_the_filtered_page(pm, tmp_path):
 def test_s7_judge_fails_without_the_dumps(pm, tmp_path):
     status, reason, _ = judge(pm, tmp_path, makedumpfile_rc=1)
     assert status == "fail" and "makedumpfile -c -d 31 rc=1" in reason
+
+
+def test_s7_judge_subnode_lost_to_filtering(pm, tmp_path):
+    """A KHO boot's incoming sub-node whose blob points at memory its client
+    freed after restoring it (kho_restore_vmalloc, seen on 7.3.4): live the
+    freed page still decodes, the -d 31 dump dropped it. The dump's view
+    must name the page and the filtering there; anything else fails."""
+    fdt = {"phys": 0x5000, "subnodes": [
+        {"name": "kexec-metadata", "content": {"kexec_count": 1}},
+        {"name": "kho_test", "content": {"nr_folios": 2, "folios": [1, 2]}}]}
+    live_inc = {"kho_in": {"fdt_phys": 0x5000}, "fdt": fdt,
+                "notes": ["map pages are free"], "scan": {"markers": []}}
+    err = ("cannot read sub-node 'kho_test' blob at phys 0x8000 folios_info "
+           "vmalloc chunk at phys 0x9000 (+0x1000): could not read memory "
+           "from kdump: Excluded page in core x (page filtered out of the "
+           "dump, e.g. by makedumpfile -d)")
+
+    def dump_inc(error):
+        sub = {"name": "kho_test", "content": {}, "error": error}
+        return dict(live_inc, fdt=dict(fdt, subnodes=[fdt["subnodes"][0],
+                                                      sub]),
+                    notes=live_inc["notes"] + ["errors expected after "
+                                               "restore"])
+
+    def run_with(error):
+        case = tmp_path / f"case{len(error)}"
+        case.mkdir()
+        work = guest_files(case)
+        res = work / "results"
+        (res / "s7-live-incoming.json").write_text(json.dumps(live_inc))
+        kd = json.loads((res / "kdump.json").read_text())
+        kd["live"]["incoming"] = {"rc": 0, "stderr": ""}
+        (res / "kdump.json").write_text(json.dumps(kd))
+        return pm.judge(work, tmp_path / "vmlinux", fake_cli(
+            lambda v, d, a: (0, json.dumps(dump_inc(error)), "")
+            if v == "incoming" else None), lambda: None, None)
+
+    status, reason, _ = run_with(err)
+    assert status == "pass", reason
+    assert "incoming: /fdt/kho_test: cannot read sub-node" in reason
+    status, reason, _ = run_with("cannot read sub-node 'kho_test': bad "
+                                 "magic 0x0")
+    assert status == "fail" and "incoming: fdt, notes differ" in reason

@@ -166,12 +166,15 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
         r.elapsed = 0.0
         return r
 
-    def kdump_boot(build, rootfs, project, workdir, module):
-        """postmortem.boot without QEMU: the kdump stage (its panic a
-        no-op), then the crash kernel's."""
+    def kdump_boot(build, rootfs, project, workdir, module, stage):
+        """postmortem.boot without QEMU: (the KHO kexec's stage, its kexec
+        -e a no-op), the kdump stage (its panic a no-op), then the crash
+        kernel's."""
         res = workdir / "results"
         res.mkdir(parents=True)
         monkeypatch.setattr(kdump, "RESULTS", res)
+        if stage == "stage=kdump-kexec":
+            kdump.kexec_stage({"stage": "kdump-kexec"})
         kdump.kdump_stage({"stage": "kdump"})
         kdump.crash_stage({"stage": "crash"})
         return None, "(stand-in console)"
@@ -184,6 +187,7 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     monkeypatch.setattr(kdump, "system_ram", lambda: [[0x100000,
                                                        0x40000000]])
     monkeypatch.setattr(kdump, "panic", lambda: None)
+    monkeypatch.setattr(kdump, "crash_image_kho", lambda: None)
     monkeypatch.setattr(run_mod.postmortem, "boot", kdump_boot)
 
     def boot(kr):

@@ -5,7 +5,9 @@ Users analyse what makedumpfile wrote from a crash kernel, filtered
 kdump-compressed format (``-c``) or as ELF (``-E``).  :func:`boot` starts a
 guest of its own (``stage=kdump``, ``crashkernel=``; the guest side is
 ``guest/kdump.py``): it loads the crash kernel, builds KHO state, takes the
-live views, panics; the crash kernel saves both dumps.  :func:`judge` runs
+live views, panics; the crash kernel saves both dumps.  :data:`BOOTS` runs
+it twice: the crashing kernel cold-booted, and KHO-booted (``incoming``
+applies there).  :func:`judge` runs
 ``status``, ``map``, ``tracker``, ``check`` and ``incoming`` (``--json``,
 ``--core DUMP -s VMLINUX``) on each dump: each must equal the guest's live
 view taken just before the panic, or be one line (exit 2) naming the page
@@ -32,29 +34,42 @@ import qemu
 MEMORY = "6G"
 CRASHKERNEL = "256M"
 TIMEOUT = 1500          # boot, live views, panic, crash kernel, 2 dumps
+CRASH_START = 300       # panic to the crash kernel's first result file
 DUMPS = ("kdump-c-d31", "kdump-E-d31.elf")      # guest/kdump.py DUMPS
+#: The boots: the crashing kernel cold-booted, and KHO-booted (a KHO kexec
+#: first, so that ``incoming`` applies): workdir name -> guest stage.
+BOOTS = {"kdump": "stage=kdump", "kdump-kho": "stage=kdump-kexec"}
 VIEWS = ("status", "map", "tracker", "check")
 PAGE = 4096
 
 
 def boot(build, rootfs: Path, project: Path, workdir: Path,
-         module: Path | None) -> tuple[str | None, str]:
-    """Run the kdump guest to its end; (why it did not end by itself, or
-    None; the console's tail)."""
+         module: Path | None, stage: str = "stage=kdump"
+         ) -> tuple[str | None, str]:
+    """Run the kdump guest (*stage*: a value of :data:`BOOTS`) to its end;
+    (why it did not end by itself, or None; the console's tail)."""
     results = workdir / "results"
     results.mkdir(parents=True, exist_ok=True)
     if module and module.exists():
         shutil.copy2(module, results / module.name)
     g = qemu.Guest(bzimage=build.bzimage, rootfs=rootfs, project=project,
                    kernel_dir=build.dir, results=results, workdir=workdir,
-                   init_args=["stage=kdump"], memory=MEMORY,
+                   init_args=[stage], memory=MEMORY,
                    extra_append=f"crashkernel={CRASHKERNEL}")
+    why = None
     try:
-        rc = g.wait_exit(TIMEOUT)
+        t0 = time.monotonic()
+        panicked = g.wait_for(lambda: "panic_at" in (read_json(
+            results / "kdump.json") or {}), TIMEOUT)
+        if panicked and not g.wait_for(
+                (results / "crash.json").exists, CRASH_START):
+            why = (f"no crash kernel: nothing from it {CRASH_START}s after "
+                   "the panic; QEMU killed")
+        left = TIMEOUT - (time.monotonic() - t0)
+        if why is None and g.wait_exit(max(left, 1)) is None:
+            why = f"timeout after {TIMEOUT}s; QEMU killed"
     finally:
         g.kill()
-    why = None if rc is not None else (f"timeout after {TIMEOUT}s; QEMU "
-                                       "killed")
     return why, g.console_tail(40)
 
 
@@ -117,8 +132,41 @@ def names_filtering(line: str | None) -> bool:
                 and re.search(r"0x[0-9a-f]{3,}", line))
 
 
-def same(view: str, live: dict, got: dict) -> str | None:
-    """How *got* (from a dump) differs from the *live* view, or None."""
+def filtered_parts(live, got, where: str = "") -> tuple:
+    """(*live*, *got*, lines): every part the dump's view could not decode
+    because the filtering removed a page it needs (a dict in *got* whose
+    ``"error"`` names the page and the filtering, e.g. a sub-node blob
+    pointing at memory its client freed after restoring it) replaced by
+    the same marker in both documents; *lines* say where and what."""
+    if isinstance(got, dict) and isinstance(got.get("name"), str):
+        where = f"{where}/{got['name']}"            # a sub-node
+    if isinstance(got, dict) and isinstance(got.get("error"), str) \
+            and names_filtering(got["error"]):
+        return "filtered", "filtered", [f"{where or '/'}: {got['error']}"]
+    lines: list[str] = []
+    if isinstance(live, dict) and isinstance(got, dict):
+        a, b = dict(live), dict(got)
+        for k in set(live) & set(got):
+            a[k], b[k], more = filtered_parts(
+                live[k], got[k], where if k == "subnodes" else f"{where}/{k}")
+            lines += more
+        return a, b, lines
+    if isinstance(live, list) and isinstance(got, list) \
+            and len(live) == len(got):
+        out = [filtered_parts(x, y, where) for x, y in zip(live, got)]
+        return ([o[0] for o in out], [o[1] for o in out],
+                [ln for o in out for ln in o[2]])
+    return live, got, lines
+
+
+def same(view: str, live: dict, got: dict) -> tuple[str | None, list]:
+    """(How *got* (from a dump) differs from the *live* view, or None;
+    the parts of it the filtering explains, :func:`filtered_parts`)."""
+    live, got, lines = filtered_parts(live, got)
+    if lines and isinstance(got.get("notes"), list):
+        # the view's own word on such errors ("expected after restore")
+        got = dict(got, notes=[n for n in got["notes"]
+                               if n in (live.get("notes") or [])])
     if view in ("map", "tracker"):
         keys = ["ranges"] + (["generation", "map_phys", "bitmap_bytes"]
                              if view == "map" else ["layout", "finalized"])
@@ -126,14 +174,16 @@ def same(view: str, live: dict, got: dict) -> str | None:
         keys = sorted((set(live) | set(got)) - {"source", "problems"})
     diff = [k for k in keys if live.get(k) != got.get(k)]
     if diff:
-        return f"{view}: {', '.join(diff)} differ from the live view"
+        return f"{view}: {', '.join(diff)} differ from the live view", lines
     if view == "status":
         new = [p for p in got.get("problems", [])
                if p not in live.get("problems", [])]
         unexplained = [p for p in new if not names_filtering(p)]
         if unexplained:
-            return f"status: problem not in the live view: {unexplained[0]}"
-    return None
+            return (f"status: problem not in the live view: "
+                    f"{unexplained[0]}", lines)
+        lines += new
+    return None, lines
 
 
 def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
@@ -147,8 +197,9 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
     if not kd:
         return "fail", f"no kdump.json from the guest ({why_none})", {}
     v = kd.get("scenarios", {}).get("S7")
-    if v:                                   # failed before the panic
-        return v.get("status", "fail"), "guest: " + v.get("reason", ""), {}
+    if v:                           # failed (or cannot) before the panic
+        return (v.get("status", "fail"), "guest: " + v.get("reason", ""),
+                {"lacks": v.get("lacks")})
     cr = read_json(res / "crash.json")
     if not cr:
         return "fail", (f"panicked (kexec_crash_loaded="
@@ -167,7 +218,9 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
         if d.get("rc") != 0 or not path.exists():
             last = (d.get("output") or "").strip().splitlines() or ["?"]
             fails.append(f"makedumpfile {d.get('options', name)} rc="
-                         f"{d.get('rc')}: {last[-1][:150]}")
+                         f"{d.get('rc')}"
+                         + ("" if path.exists() else f", no {name}")
+                         + f": {last[-1][:150]}")
             continue
         sizes.append(f"{name} {path.stat().st_size / 2**20:.1f} MiB")
         per = details["dumps"][name] = {"size": path.stat().st_size,
@@ -210,14 +263,17 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
                 fails.append(f"{name}: {view}: no JSON to compare (live "
                              f"rc={live_rc}, dump rc={r.returncode})")
                 continue
-            diff = same(view, live, got)
+            diff, explained = same(view, live, got)
+            if explained:
+                per[view]["filtered"] = explained
+                notes += [f"{name} {view}: "
+                          + ln.replace(f"{res}/", "") for ln in explained]
             if diff:
                 fails.append(f"{name}: {diff}")
-            elif view in ("map", "tracker"):
-                per[view]["ranges"] = len(got.get("ranges", []))
-                per[view]["same"] = True
             else:
-                per[view]["same"] = True
+                per[view]["same"] = not explained
+                if view in ("map", "tracker"):
+                    per[view]["ranges"] = len(got.get("ranges", []))
     # the fault policy on a page the filtering did remove
     elf = res / DUMPS[1]
     page = filtered_page(elf, kd.get("ram")) if elf.exists() else None
@@ -247,7 +303,7 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
     m = details["dumps"].get(DUMPS[0], {}).get("map", {}).get("ranges")
     inc = next((d["incoming"]["na"] for d in details["dumps"].values()
                 if d.get("incoming", {}).get("na")), None)
-    matched = [v for v in VIEWS if all(
+    matched = [v for v in VIEWS + ("incoming",) if all(
         d.get(v, {}).get("same") for d in details["dumps"].values())]
     return "pass", (
         f"{', '.join(sizes)}: " + (", ".join(matched) + " == live"

@@ -589,7 +589,7 @@ def main() -> int:
     stage = args.get("stage", "1")
     log(f"stage {stage} on {os.uname().release}")
     try:
-        if stage in ("kdump", "crash"):     # S7: its own boot (kdump.py)
+        if stage.startswith("kdump") or stage == "crash":  # S7 (kdump.py)
             import kdump
             kdump.main(args)
         else:
