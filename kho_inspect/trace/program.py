@@ -155,6 +155,42 @@ static __always_inline void record_block(u32 fl, u64 a1, u64 a2,
     }
 }
 
+/* order (-1: unknown), bytes and failure of one call; rec_n/rec_order: the
+ * blocks recorded inside it (0/-1 when not known) */
+static __always_inline void classify(u32 fl, u64 a1, u64 a2, s64 ret,
+                                     u32 rec_n, s32 rec_order, s32 *order,
+                                     u64 *bytes, u64 *failed)
+{
+    u64 nr = a1;
+    if (fl & F_NR32)
+        nr &= 0xffffffffULL;
+    *order = -1;
+    *bytes = 0;
+    if (fl & (F_RECORD_ADD | F_RECORD_DEL)) {
+        u64 pfn;
+        record_block(fl, a1, a2, &pfn, order);
+        *bytes = 4096ULL << (*order & 63);
+    } else if (fl & F_FOLIO) {
+        if (rec_n == 1) {
+            *order = rec_order;
+            *bytes = 4096ULL << (rec_order & 63);
+        }
+    } else if (fl & (F_PAGES | F_RESTORE_PAGES)) {
+        *bytes = nr * 4096;
+        if (rec_n == 1)
+            *order = rec_order;
+    } else if (fl & F_PHYS) {
+        *bytes = a1;
+        if (rec_n == 1)
+            *order = rec_order;
+    }
+    *failed = 0;
+    if ((fl & F_INT_RET) && (s32)ret < 0)
+        *failed = 1;
+    if ((fl & F_PTR_RET) && ret == 0)
+        *failed = 1;
+}
+
 static __always_inline int on_entry(void *ctx, u32 probe, u32 fl,
                                     u64 a0, u64 a1, u64 a2)
 {
@@ -220,38 +256,16 @@ static __always_inline int on_return(void *ctx, u32 probe, u32 fl, s64 ret)
             top.delete(&tid);
     }
     u64 lat = now - en.ts;
-    s32 order = -1;
-    u64 bytes = 0;
-    u64 nr = en.a1;
-    if (fl & F_NR32)
-        nr &= 0xffffffffULL;
     if (fl & (F_RECORD_ADD | F_RECORD_DEL)) {
-        u64 pfn;
-        record_block(fl, en.a1, en.a2, &pfn, &order);
-        bytes = 4096ULL << (order & 63);
         int z = 0;
         u64 *ot = outtree.lookup(&z);
         if (ot && *ot && *ot != en.a0)
             return 0;           /* another tree (7.3 busy blocks) */
-    } else if (fl & F_FOLIO) {
-        if (en.rec_n == 1) {
-            order = en.rec_order;
-            bytes = 4096ULL << (order & 63);
-        }
-    } else if (fl & (F_PAGES | F_RESTORE_PAGES)) {
-        bytes = nr * 4096;
-        if (en.rec_n == 1)
-            order = en.rec_order;
-    } else if (fl & F_PHYS) {
-        bytes = en.a1;
-        if (en.rec_n == 1)
-            order = en.rec_order;
     }
-    u64 failed = 0;
-    if ((fl & F_INT_RET) && (s32)ret < 0)
-        failed = 1;
-    if ((fl & F_PTR_RET) && ret == 0)
-        failed = 1;
+    s32 order;
+    u64 bytes, failed;
+    classify(fl, en.a1, en.a2, ret, en.rec_n, en.rec_order, &order, &bytes,
+             &failed);
 %(AGGREGATE)s
 %(EMIT)s
     return 0;
@@ -265,25 +279,9 @@ static __always_inline int on_exit_lean(u32 probe, u32 fl, u64 a0, u64 a1,
                                         u64 a2, s64 ret)
 {
 %(PID_FILTER)s
-    s32 order = -1;
-    u64 bytes = 0;
-    u64 nr = a1;
-    if (fl & F_NR32)
-        nr &= 0xffffffffULL;
-    if (fl & (F_RECORD_ADD | F_RECORD_DEL)) {
-        u64 pfn;
-        record_block(fl, a1, a2, &pfn, &order);
-        bytes = 4096ULL << (order & 63);
-    } else if (fl & (F_PAGES | F_RESTORE_PAGES)) {
-        bytes = nr * 4096;
-    } else if (fl & F_PHYS) {
-        bytes = a1;
-    }
-    u64 failed = 0;
-    if ((fl & F_INT_RET) && (s32)ret < 0)
-        failed = 1;
-    if ((fl & F_PTR_RET) && ret == 0)
-        failed = 1;
+    s32 order;
+    u64 bytes, failed;
+    classify(fl, a1, a2, ret, 0, -1, &order, &bytes, &failed);
 %(AGGREGATE)s
     return 0;
 }
