@@ -551,34 +551,29 @@ def stage2(args: dict) -> None:
 def walker_scenario(cli_broken_why: str | None) -> dict:
     """S5: run vmtests/guest/walker_checks.py in this guest (either stage);
     it runs ``check``, ``tracker`` and ``map`` through the CLI too."""
-    if cli_broken_why:
-        return result("fail", cli_broken_why)
-    t = time.monotonic()
-    try:
-        import walker_checks
-        out = walker_checks.run(RESULTS)
-    except Exception as e:  # a crash is a failure of S5, not of the stage
-        traceback.print_exc()
-        return result("fail", f"walker_checks: {type(e).__name__}: {e}")
-    log(f"walker checks: {out.get('status')} in "
-        f"{time.monotonic() - t:.1f}s")
-    extra = {"lacks": out["lacks"]} if out.get("lacks") else {}
-    return result(out.get("status", "fail"), out.get("reason", ""), **extra)
+    return _checks("walker", "walker_checks", (RESULTS,), cli_broken_why)
 
 
 def trace_scenario(stage: int, cli_broken_why: str | None) -> dict:
     """S6: run vmtests/guest/trace_checks.py (the bcc tracer against the
     kho_workload module) in this stage."""
+    return _checks(f"trace (stage {stage})", "trace_checks", (RESULTS, stage),
+                   cli_broken_why)
+
+
+def _checks(label: str, module: str, args: tuple,
+            cli_broken_why: str | None) -> dict:
+    """The verdict of ``<module>.run(*args)``; a broken CLI or a crash of
+    the checks is a failure of the scenario, not of the stage."""
     if cli_broken_why:
         return result("fail", cli_broken_why)
     t = time.monotonic()
     try:
-        import trace_checks
-        out = trace_checks.run(RESULTS, stage)
-    except Exception as e:  # a crash is a failure of S6, not of the stage
+        out = __import__(module).run(*args)
+    except Exception as e:
         traceback.print_exc()
-        return result("fail", f"trace_checks: {type(e).__name__}: {e}")
-    log(f"trace checks (stage {stage}): {out.get('status')} in "
+        return result("fail", f"{module}: {type(e).__name__}: {e}")
+    log(f"{label} checks: {out.get('status')} in "
         f"{time.monotonic() - t:.1f}s")
     extra = {"lacks": out["lacks"]} if out.get("lacks") else {}
     return result(out.get("status", "fail"), out.get("reason", ""), **extra)
