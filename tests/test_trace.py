@@ -222,3 +222,40 @@ def test_summary_alone_is_one_fexit_per_fentry_probe():
     # with events, the full entry/return pair
     full = program.generate(plan, program.Options(summary=True), kfunc=kf)
     assert "KFUNC_PROBE(kho_preserve_folio, u64 a0)" in full
+
+
+def test_event_lines_fit_80_columns(capsys):
+    args = types.SimpleNamespace(json=False, stack=False, summary=False,
+                                 hist=False)
+    sess = types.SimpleNamespace(plan=probes.resolve(V619))
+    pr = ctrace._Printer(args, sess, None, [], {}, sys.stdout)
+    pr.t0 = 0
+    # a phys just under 16 TiB, 7-digit PID, three hours in, a 100 s call: 79 columns
+    ev = _ev("__kho_unpreserve_order", 7, 0xffffffff, 11, ret=0,
+             parent=1, ts=9_999_000_000_000)
+    ev.comm, ev.pid, ev.lat = "python3", 4194304, 99_999_999_999
+    pr.event(ev)
+    # numbers are never cut: a larger phys makes the line longer instead
+    big = _ev("kho_restore_pages", 0x123456789abcd000, 1 << 20, ret=1)
+    big.ts = 1_000_000_000
+    pr.event(big)
+    print(ctrace.ROW.format(*ctrace.COLUMNS))
+    lines = capsys.readouterr().out.splitlines()
+    assert "0x123456789abcd000" in lines[1] and " n1M " in lines[1]
+    for line in lines[:1] + lines[2:]:
+        assert len(line) < 80, line
+    assert ctrace.display_name("__kho_preserve_order") == "__preserve_order"
+    assert ctrace.display_name("kho_restore_folio") == "restore_folio"
+
+
+@pytest.mark.parametrize("fn,value,want", [
+    (ctrace.short_size, 4096, "4K"), (ctrace.short_size, 1536 << 10, "1.5M"),
+    (ctrace.short_size, 1023 * 1024 + 512, "1024K"),
+    (ctrace.short_size, 8 << 20, "8M"), (ctrace.short_size, 100, "100"),
+    (ctrace.short_count, 2048, "2048"), (ctrace.short_count, 1 << 20, "1M"),
+    (ctrace.short_count, 10000, "10K"), (ctrace.short_count, 1 << 30, "1G"),
+    (ctrace.short_us, 1500, "1.5"), (ctrace.short_us, 123_456_000, "123456"),
+    (ctrace.short_us, 12_000_000_000, "12s"),
+])
+def test_short_fields(fn, value, want):
+    assert fn(value) == want

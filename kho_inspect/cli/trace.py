@@ -33,7 +33,9 @@ examples:
 INCOMING_DEBUGFS = "/sys/kernel/debug/kho/in"
 COLUMNS = ("TIME(s)", "PID", "COMM", "FUNCTION", "PHYS", "O/NR", "SIZE",
            "RET", "LAT(us)")
-ROW = "{:<8} {:<6} {:<8} {:<17} {:<11} {:>5} {:>5} {:<6} {:>7}"
+# 79 columns; names are cut to fit, numbers never (a field that outgrows its
+# width, e.g. a phys above 16 TiB, shifts the rest of its line instead)
+ROW = "{:<7} {:<7} {:<6} {:<16} {:<13} {:>5} {:>5} {:<6} {:>6}"
 
 
 def positive(text: str) -> int:
@@ -114,6 +116,17 @@ def event_fields(ev) -> dict:
     return {"phys": phys, "order": order, "nr_pages": nr, "size": size}
 
 
+def display_name(name: str) -> str:
+    """A function's name in event lines: without the kho_ prefix that every
+    one has (``kho_preserve_folio`` -> ``preserve_folio``,
+    ``__kho_preserve_order`` -> ``__preserve_order``)."""
+    if name.startswith("kho_"):
+        return name[4:]
+    if name.startswith("__kho_"):
+        return "__" + name[6:]
+    return name
+
+
 def ret_text(ev) -> str:
     if ev.func.ret == "void":
         return ""
@@ -123,12 +136,37 @@ def ret_text(ev) -> str:
     return "NULL" if ev.ret == 0 else "ok"
 
 
+def short_count(n: int) -> str:
+    """A page count in at most 4 characters: 2048, 64K, 16M (rounded)."""
+    if n < 10000:
+        return str(n)
+    v = n / 1024
+    for unit in ("K", "M", "G", "T"):
+        if v < 999.5 or unit == "T":
+            return f"{v:.0f}{unit}"
+        v /= 1024
+    return str(n)
+
+
+def short_us(ns: int) -> str:
+    """A latency in microseconds within 6 characters."""
+    us = ns / 1000
+    if us < 1000:
+        return f"{us:.1f}"
+    if us < 1e6:
+        return f"{us:.0f}"
+    return f"{us / 1e6:.0f}s"
+
+
 def short_size(n) -> str:
+    """Bytes in at most 5 characters: 4K, 1.5M, 1024K (1024-based)."""
     if n is None:
         return "-"
     for unit in ("", "K", "M", "G", "T", "P"):
         if n < 1024 or unit == "P":
-            return f"{n}{unit}" if unit == "" else f"{n:g}{unit}"[:5]
+            if unit == "" or n == int(n):
+                return f"{int(n)}{unit}"
+            return f"{n:.1f}{unit}" if n < 10 else f"{n:.0f}{unit}"
         n /= 1024
     return str(n)
 
@@ -349,8 +387,9 @@ def _list(args, plan, out) -> int:
         out.write("\n")
         return 0
     from tabulate import tabulate
-    print(f"functions listed in {plan.source}; tracker: "
-          f"{'radix tree' if plan.radix else 'kho-v1 xarrays'}", file=out)
+    print(_wrap(f"functions listed in {plan.source}; tracker: "
+                f"{'radix tree' if plan.radix else 'kho-v1 xarrays'}"),
+          file=out)
     print(tabulate([(r["function"], r["symbol"], r["role"]) for r in rows],
                    headers=("function", "symbol probed", "role")), file=out)
     if plan.missing:
@@ -427,19 +466,18 @@ class _Printer:
             self.out.write(json.dumps(doc) + "\n")
             self.out.flush()
             return
-        name = ev.func.name.replace("kho_", "", 1) if \
-            ev.func.name.startswith("kho_") else ev.func.name
+        name = display_name(ev.func.name)
         if ev.parent:
             name = ">" + name
         onr = ("-" if fields["order"] is None and fields["nr_pages"] is None
                else str(fields["order"]) if fields["order"] is not None
-               else f"n{fields['nr_pages']}")
-        print(ROW.format(f"{(ev.ts - self.t0) / 1e9:.3f}"[:8], ev.pid,
-                         ev.comm[:8], name[:17],
+               else "n" + short_count(fields["nr_pages"]))
+        print(ROW.format(f"{(ev.ts - self.t0) / 1e9:.2f}", ev.pid,
+                         ev.comm[:6], name[:16],
                          "-" if fields["phys"] is None else
-                         f"0x{fields['phys']:x}"[:11],
-                         onr[:5], short_size(fields["size"]),
-                         ret_text(ev)[:6], f"{ev.lat / 1000:.1f}"[:7]),
+                         f"0x{fields['phys']:x}",
+                         onr, short_size(fields["size"]),
+                         ret_text(ev)[:6], short_us(ev.lat)),
               file=self.out)
         if caller:
             print(f"    caller: {caller}", file=self.out)
