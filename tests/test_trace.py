@@ -239,8 +239,14 @@ def test_event_lines_fit_80_columns(capsys):
     big = _ev("kho_restore_pages", 0x123456789abcd000, 1 << 20, ret=1)
     big.ts = 1_000_000_000
     pr.event(big)
+    # a flagged restore's finding is wrapped too
+    pr.checker = ctrace.RestoreCheck({0x5e000000: 11})
+    flagged = _ev("kho_restore_pages", 0x5e000000, 2048, ret=1)
+    flagged.ts = 2_000_000_000
+    pr.event(flagged)
     print(ctrace.ROW.format(*ctrace.COLUMNS))
     lines = capsys.readouterr().out.splitlines()
+    assert any("!! 0x5e000000 order 11" in ln for ln in lines)
     assert "0x123456789abcd000" in lines[1] and " n1M " in lines[1]
     for line in lines[:1] + lines[2:]:
         assert len(line) < 80, line

@@ -482,7 +482,8 @@ class _Printer:
         if caller:
             print(f"    caller: {caller}", file=self.out)
         for line in found:
-            print(f"    !! {line}", file=self.out)
+            print(textwrap.fill(line, 79, initial_indent="    !! ",
+                                subsequent_indent="       "), file=self.out)
         self.out.flush()
 
     def aggregate(self) -> None:
