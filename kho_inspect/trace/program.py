@@ -389,24 +389,23 @@ def generate(plan: Plan, opts: Options, kfunc: set[str]) -> str:
     for p in plan.probes:
         fl = probe_flags(p, plan.radix)
         n = p.func.arity
-        if p.symbol in kfunc and lean(opts):
+        if p.symbol in kfunc:
+            # void functions have no return value for fexit to read
             decl = ", ".join(f"u64 {a}" for a in _args(n))
             ret_decl = decl + (", long ret" if p.func.ret != "void" else "")
             ret = "ret" if p.func.ret != "void" else "0"
-            out.append(
-                f"KRETFUNC_PROBE({p.symbol}, {ret_decl})\n"
-                f"{{ return on_exit_lean({p.index}, {fl}, "
-                f"{_call_args(n)}, {ret}); }}\n")
-        elif p.symbol in kfunc:
-            decl = ", ".join(f"u64 {a}" for a in _args(n))
-            ret_decl = decl + (", long ret" if p.func.ret != "void" else "")
-            ret = "ret" if p.func.ret != "void" else "0"
-            out.append(
-                f"KFUNC_PROBE({p.symbol}, {decl})\n"
-                f"{{ return on_entry(ctx, {p.index}, {fl}, "
-                f"{_call_args(n)}); }}\n"
-                f"KRETFUNC_PROBE({p.symbol}, {ret_decl})\n"
-                f"{{ return on_return(ctx, {p.index}, {fl}, {ret}); }}\n")
+            if lean(opts):
+                out.append(
+                    f"KRETFUNC_PROBE({p.symbol}, {ret_decl})\n"
+                    f"{{ return on_exit_lean({p.index}, {fl}, "
+                    f"{_call_args(n)}, {ret}); }}\n")
+            else:
+                out.append(
+                    f"KFUNC_PROBE({p.symbol}, {decl})\n"
+                    f"{{ return on_entry(ctx, {p.index}, {fl}, "
+                    f"{_call_args(n)}); }}\n"
+                    f"KRETFUNC_PROBE({p.symbol}, {ret_decl})\n"
+                    f"{{ return on_return(ctx, {p.index}, {fl}, {ret}); }}\n")
         else:
             e, r = handler_names(p)
             regs = ["PT_REGS_PARM1(ctx)", "PT_REGS_PARM2(ctx)",
