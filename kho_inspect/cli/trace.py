@@ -413,7 +413,8 @@ def _start(args, plan, sess, incoming, out, err) -> None:
     if args.json:
         out.write(json.dumps(info) + "\n")
         out.flush()
-        return
+    # stderr is for people in every mode: with --json too, they see what
+    # was attached and when tracing starts
     for how, syms in sorted(by.items()):
         print(_wrap(f"{how}: {', '.join(syms)}"), file=err)
     if plan.missing:
@@ -428,7 +429,7 @@ def _start(args, plan, sess, incoming, out, err) -> None:
     print(f"Tracing {len(sess.attached)} KHO functions "
           f"(compiled in {sess.compile_seconds:.1f}s)... "
           "Hit Ctrl-C to end.", file=err, flush=True)
-    if not (args.summary or args.hist):
+    if not (args.summary or args.hist or args.json):
         print(ROW.format(*COLUMNS), file=out, flush=True)
 
 
