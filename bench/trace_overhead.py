@@ -125,7 +125,7 @@ def host(kernel: str, loops: int, out: Path | None) -> int:
                doc["modes"]["untraced again"]["best"])
     print(f"{doc['release']}: {loops} x the cheapest KHO call, ns in the "
           "kernel (best of 3)")
-    print(f"{'mode':<18} {'ns/call':>9} {'ratio':>6}  tracer")
+    print(f"{'mode':<18} {'ns/loop':>9} {'ratio':>6}  tracer")
     for name, _ in MODES:
         m = doc["modes"][name]
         if "error" in m:
