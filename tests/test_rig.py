@@ -334,3 +334,40 @@ def test_run_help():
     r = subprocess.run([sys.executable, str(VMTESTS / "run"), "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--kernel" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("kernel,cold,want", [
+    ("6.19", ("skip", "crash kernel gets KHO state", "a crash kernel kept "
+              "out of KHO"), "skip"),
+    ("7.1", ("pass", "views == live", None), "pass"),
+    ("7.1", ("fail", "map differs", None), "fail"),
+    ("7.3", ("pass", "views == live", None), "pass"),
+])
+def test_s7_boots_ci_leaves_out_are_no_verdict(rig, tmp_path, monkeypatch,
+                                               kernel, cold, want):
+    """Under CI, S7's KHO-booted boot runs on some kernels only; a boot
+    that did not run must not turn a skip (or nothing) into a pass."""
+    run_mod = rig[0]
+    monkeypatch.setenv("CI", "true")
+    ran = []
+
+    def boot(b, root, project, kdir, module, stage):
+        ran.append(kdir.name)
+        return None, ""
+
+    def judge(kdir, vmlinux, cli, broken, why):
+        if kdir.name == "kdump":
+            st, reason, lacks = cold
+            return st, reason, {"lacks": lacks} if lacks else {}
+        return "pass", "incoming == live", {}
+    monkeypatch.setattr(run_mod.postmortem, "boot", boot)
+    monkeypatch.setattr(run_mod.postmortem, "judge", judge)
+    kr = _kernel_run(run_mod, tmp_path, scen=("S7",))
+    kr.k.name = kernel
+    kr.b.vmlinux = tmp_path / "vmlinux"
+    kr.run_kdump()
+    assert kr.out["S7"][0] == want, kr.out["S7"]
+    in_ci = kernel in run_mod.CI_ONLY_ON["kdump-kho"]
+    assert ran == (["kdump", "kdump-kho"] if in_ci else ["kdump"])
+    if not in_ci and want != "fail":
+        assert "not run under CI" in kr.out["S7"][1]
