@@ -15,7 +15,7 @@ import time
 
 from ..errors import KhoError
 from . import program as prog
-from .probes import Plan, Probe, TRACEFS
+from .probes import Plan, Probe
 
 BTF = "/sys/kernel/btf/vmlinux"
 #: Events per reader wake-up (the rest are taken at each poll interval).
@@ -280,16 +280,3 @@ def _bcc_message(e: Exception) -> str:
     if "Operation not permitted" in msg or "EPERM" in msg:
         return "BPF refused (not root, or lockdown): " + msg[:200]
     return f"bcc: {type(e).__name__}: {msg[:300]}"
-
-
-def leftovers() -> list[str]:
-    """KHO probes still registered in tracefs kprobe_events (should be none
-    after :meth:`Session.close`)."""
-    out = []
-    for base in TRACEFS:
-        try:
-            with open(os.path.join(base, "kprobe_events")) as f:
-                out += [ln.strip() for ln in f if "kho" in ln]
-        except OSError:
-            continue
-    return sorted(set(out))
