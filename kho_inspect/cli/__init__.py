@@ -294,3 +294,11 @@ def _trace(sub):
 
 
 EXTRA_COMMANDS += [_walker, _trace]     # walker commands, bcc tracer
+
+
+def _picture(sub):
+    from .picture import register
+    register(sub)
+
+
+EXTRA_COMMANDS += [_picture]            # physical memory at a glance

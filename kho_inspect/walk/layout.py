@@ -1,0 +1,82 @@
+"""Physical memory layout as the kernel itself records it: the "System RAM"
+ranges of its resource tree (what ``/proc/iomem`` prints).
+
+Works the same on ``/proc/kcore`` and on a vmcore: the tree is read from
+kernel memory with the kernel's DWARF, not from ``/proc/iomem``.
+"""
+
+from __future__ import annotations
+
+import drgn
+
+from ..errors import KhoError
+from ._read import reading
+
+#: The name the kernel gives boot RAM (``e820__resource_init()`` and the
+#: generic ``add_memory_resource()`` both use it).
+SYSTEM_RAM = "System RAM"
+
+#: Refuse a tree larger than this: a loop in a damaged dump, not a machine.
+MAX_RESOURCES = 1 << 20
+
+
+def _merge(ranges) -> list[tuple[int, int]]:
+    """Sort [start, end) *ranges* and merge those that overlap or touch."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def system_ram(prog: drgn.Program) -> list[tuple[int, int]]:
+    """The physical ranges of System RAM, from the kernel's resource tree:
+    every ``struct resource`` under ``iomem_resource`` (children walked
+    recursively through ``child``/``sibling``) whose ``name`` is exactly
+    ``"System RAM"``. A resource's ``end`` is inclusive; the ranges returned
+    are half-open.
+
+    Hot-plugged memory a driver names otherwise (``"System RAM (kmem)"``)
+    is not included.
+
+    :returns: ``[(start, end), ...]`` sorted, overlapping or adjacent
+        ranges merged; empty if the tree has no System RAM.
+    :raises KhoError: if the debug info has no ``iomem_resource``, the tree
+        cannot be read, or it loops.
+
+    >>> [(hex(a), hex(b)) for a, b in system_ram(prog)]
+    [('0x1000', '0x9fc00'), ('0x100000', '0x7ffe0000')]
+    """
+    try:
+        root = prog["iomem_resource"]
+    except KeyError:
+        raise KhoError("the kernel's debug info has no 'iomem_resource' "
+                       "(the resource tree /proc/iomem prints): the debug "
+                       "info (-s VMLINUX) does not match a Linux kernel"
+                       ) from None
+    found = []
+    seen: set[int] = set()
+    with reading(prog, "the iomem resource tree (iomem_resource)"):
+        stack = [root.child.value_()]
+        rtype = root.type_
+        while stack:
+            addr = stack.pop()
+            if not addr:
+                continue
+            if addr in seen or len(seen) >= MAX_RESOURCES:
+                raise KhoError(f"the iomem resource tree loops (struct "
+                               f"resource at 0x{addr:x} reached twice, or "
+                               f"more than {MAX_RESOURCES} resources)")
+            seen.add(addr)
+            r = drgn.Object(prog, rtype, address=addr).read_()
+            name = r.name.value_()
+            if name and r.name.string_() == SYSTEM_RAM.encode():
+                start, end = r.start.value_(), r.end.value_()
+                if end >= start:
+                    found.append((start, end + 1))
+            stack.append(r.sibling.value_())
+            stack.append(r.child.value_())
+    return _merge(found)
