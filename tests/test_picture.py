@@ -332,3 +332,30 @@ def test_system_ram_loop_is_one_line(synth):
 def test_system_ram_without_the_symbol():
     with pytest.raises(KhoError, match="iomem_resource"):
         system_ram(drgn.Program())
+
+
+def test_kernel_areas_draw_ram_and_scratch(synth):
+    """System RAM and the scratch areas, read with DWARF as the command
+    reads them, come out as '.' and '~' cells, RAM known."""
+    from kho_inspect.cli.picture import kernel_areas
+    _resources(synth, TREE)
+    arr = synth.alloc(struct.pack("<QQQQ", 0x60000000, 0x10000000,
+                                  0, 0))        # [0] lowmem, [1] empty
+    synth.set_u64("kho_scratch", synth.virt(arr))
+    synth.set("kho_scratch_cnt", struct.pack("<I", 2))
+    areas, notes = kernel_areas(synth.prog)
+    assert notes == []
+    assert sorted((a.start, a.end, a.kind) for a in areas) == [
+        (0x1000, 0x9fc00, "ram"), (0xc0000, 0x7ffe0000, "ram"),
+        (0x60000000, 0x70000000, "scratch")]
+    doc = picture_json(areas + [pres(0x2000000, 10)], source="synthetic",
+                       release=None, ram_known=True)
+    # 2 GiB span: 2 MiB cells, 128 MiB rows; scratch = rows 12-13 whole
+    assert doc["cell_bytes"] == 2 * MiB
+    rows = {r["start"]: r["cells"] for r in doc["rows"]}
+    assert rows[0x60000000] == rows[0x68000000] == "~" * 64
+    assert rows[0] == "." * 16 + "LL" + "." * 46
+    # RAM ends at 0x7ffe0000: the last cell is partly RAM, so RAM
+    assert rows[0x78000000] == "." * 64
+    text = picture_text(doc)
+    assert "not System RAM" not in text and "unknown" not in text
