@@ -5,11 +5,30 @@ bitmaps or radix nodes), the sub-node blobs and what they point at, as
 ``PT_LOAD`` segments at their physical addresses (so ``drgn -c IMAGE`` and
 every kho_inspect command open it), plus a ``KHO_INSPECT`` note: JSON with
 the generation, the kho-v1 bitmap size, the FDT's phys and the kernel release.
+
+``capture --hashes`` adds a second note, name ``KHO_INSPECT``, type
+``0x4B484F32`` ("KHO2"; readers that do not know it skip it, so such an
+image opens everywhere a plain one does): the content hashes of every
+preserved block, taken at capture time, for ``kho-inspect verify`` in the
+next kernel. It is a PT_NOTE segment of its own, so that however large it
+gets, the first note stays small. Its descriptor is JSON::
+
+    {"algorithm": "blake2b-128",        # hashlib.blake2b(digest_size=16)
+     "chunk_bytes": 2097152,            # a power of two, 4 KiB to 1 GiB
+     "blocks": [[phys, order, ["<32 hex digits>" | null, ...]], ...]}
+
+one entry per preserved (phys, order) block of the map, sorted by phys;
+a block of ``4096 << order`` bytes has one hash per ``chunk_bytes`` slice
+(``ceil(size / chunk_bytes)`` of them; the last may be shorter), so a change
+is named to the chunk. ``null``: the chunk could not be read when captured.
+The blocks' contents are not in the image, only their hashes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -24,7 +43,19 @@ from .errors import KhoError
 
 NOTE_NAME = b"KHO_INSPECT\0"
 NOTE_TYPE = 0x4B484F31          # "KHO1"
+HASHES_NOTE_TYPE = 0x4B484F32   # "KHO2": content hashes (capture --hashes)
 IMAGE_FORMAT = 1
+
+#: The content hash of ``capture --hashes``: its name in the note, and
+#: the digest size of :func:`hashlib.blake2b`.
+HASH_ALGORITHM = "blake2b-128"
+HASH_DIGEST_BYTES = 16
+#: Default hash granularity: blocks above it get one hash per slice.
+DEFAULT_CHUNK_BYTES = 2 << 20
+#: Bytes read from memory at once while hashing (memory stays bounded).
+READ_BYTES = 1 << 20
+#: The largest hashes note a reader accepts (a few million blocks).
+MAX_HASHES_NOTE = 1 << 28
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
@@ -45,15 +76,101 @@ def page_ranges(pages) -> list[tuple[int, int]]:
     return [(s, e) for s, e in out]
 
 
-def _note(meta: dict) -> bytes:
-    desc = json.dumps(meta, sort_keys=True).encode()
+def _note(meta: dict, ntype: int = NOTE_TYPE) -> bytes:
+    desc = json.dumps(meta, sort_keys=True,
+                      separators=(",", ":") if ntype != NOTE_TYPE
+                      else None).encode()
     pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
-    return (struct.pack("<III", len(NOTE_NAME), len(desc), NOTE_TYPE)
+    return (struct.pack("<III", len(NOTE_NAME), len(desc), ntype)
             + pad(NOTE_NAME) + pad(desc))
 
 
-def write_image(path: str, segments, meta: dict) -> None:
-    """Write *segments* (list of (phys, bytes)) and *meta* as an ELF core.
+# -- content hashes (capture --hashes, verify) --------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class BlockHashes:
+    """The hashes of one preserved block: one per ``chunk_bytes`` slice,
+    None where the slice could not be read."""
+
+    phys: int
+    order: int
+    chunks: tuple
+
+    @property
+    def size(self) -> int:
+        return PAGE_SIZE << self.order
+
+
+@dataclasses.dataclass
+class ImageHashes:
+    """The hashes note of an image (see the module docstring)."""
+
+    chunk_bytes: int
+    blocks: list[BlockHashes]
+    algorithm: str = HASH_ALGORITHM
+
+    def as_note(self) -> dict:
+        return {"algorithm": self.algorithm, "chunk_bytes": self.chunk_bytes,
+                "blocks": [[b.phys, b.order, list(b.chunks)]
+                           for b in self.blocks]}
+
+
+def chunk_spans(phys: int, size: int, chunk_bytes: int):
+    """``(phys, size)`` of each hashed slice of ``[phys, phys + size)``:
+    ``ceil(size / chunk_bytes)`` slices, the last one possibly shorter."""
+    off = 0
+    while off < size:
+        n = min(chunk_bytes, size - off)
+        yield phys + off, n
+        off += n
+
+
+def hash_span(mem, phys: int, size: int, chunk_bytes: int,
+              what: str = "preserved block") -> list[str | None]:
+    """Hash ``[phys, phys + size)`` of *mem* (anything with
+    ``read(phys, size, what)``, e.g. :class:`kho_inspect.memory.PhysMemory`)
+    one ``chunk_bytes`` slice at a time, reading at most :data:`READ_BYTES`
+    at once: hex digests, None for a slice any part of which could not be
+    read."""
+    out: list[str | None] = []
+    for start, n in chunk_spans(phys, size, chunk_bytes):
+        h = hashlib.blake2b(digest_size=HASH_DIGEST_BYTES)
+        try:
+            for pos, m in chunk_spans(start, n, READ_BYTES):
+                h.update(mem.read(pos, m, what))
+        except KhoError:
+            out.append(None)
+            continue
+        out.append(h.hexdigest())
+    return out
+
+
+def hash_blocks(mem, blocks, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                progress=None) -> ImageHashes:
+    """Hash every ``(phys, order)`` in *blocks*; *progress(done_bytes,
+    total_bytes)* is called after each block when given."""
+    if chunk_bytes < PAGE_SIZE or chunk_bytes & (chunk_bytes - 1) or \
+            chunk_bytes > 1 << 30:
+        raise KhoError(f"hash chunk size {chunk_bytes}: not a power of two "
+                       "from 4 KiB to 1 GiB")
+    blocks = sorted(set(blocks))
+    total = sum(PAGE_SIZE << o for _, o in blocks)
+    done = 0
+    out = []
+    for phys, order in blocks:
+        size = PAGE_SIZE << order
+        out.append(BlockHashes(phys, order, tuple(
+            hash_span(mem, phys, size, chunk_bytes))))
+        done += size
+        if progress is not None:
+            progress(done, total)
+    return ImageHashes(chunk_bytes, out)
+
+
+def write_image(path: str, segments, meta: dict,
+                hashes: ImageHashes | None = None) -> None:
+    """Write *segments* (list of (phys, bytes)) and *meta* as an ELF core,
+    with the content *hashes* note when given.
 
     The file appears complete or not at all: written to a new temporary file
     in the same directory, then renamed over *path*. Only a regular file is
@@ -63,11 +180,17 @@ def write_image(path: str, segments, meta: dict) -> None:
     :raises KhoError: for a refused or unwritable *path*.
     """
     meta = dict(meta, image_format=IMAGE_FORMAT)
-    note = _note(meta)
-    phnum = 1 + len(segments)
+    # The hashes note gets a PT_NOTE of its own: however large it is, the
+    # first one stays within what read_image_meta reads.
+    notes = [_note(meta)]
+    if hashes is not None:
+        notes.append(_note(hashes.as_note(), HASHES_NOTE_TYPE))
+    phnum = len(notes) + len(segments)
     off = _EHDR.size + _PHDR.size * phnum
-    phdrs = [_PHDR.pack(_PT_NOTE, 0, off, 0, 0, len(note), 0, 4)]
-    off += len(note)
+    phdrs = []
+    for note in notes:
+        phdrs.append(_PHDR.pack(_PT_NOTE, 0, off, 0, 0, len(note), 0, 4))
+        off += len(note)
     for phys, data in segments:
         phdrs.append(_PHDR.pack(_PT_LOAD, 4, off, phys, phys, len(data),
                                 len(data), PAGE_SIZE))
@@ -98,7 +221,7 @@ def write_image(path: str, segments, meta: dict) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(ehdr)
                 f.writelines(phdrs)
-                f.write(note)
+                f.writelines(notes)
                 for _, data in segments:
                     f.write(data)
                 f.flush()
@@ -206,6 +329,80 @@ def read_image_meta(path: str) -> dict | None:
     """The KHO_INSPECT note of the ELF core at *path*, or None if the file is
     an ELF core without one (a vmcore) or a kdump-compressed vmcore. Raises
     KhoError if it is neither."""
+    desc = _read_note(path, NOTE_TYPE, 1 << 24)
+    if desc is None:
+        return None
+    try:
+        meta = json.loads(desc)
+    except (ValueError, RecursionError):
+        raise KhoError(f"{path}: the handover image note is not "
+                       "valid JSON") from None
+    return validate_meta(meta, f"{path}: handover image note")
+
+
+def read_image_hashes(path: str) -> ImageHashes | None:
+    """The content hashes note of the image at *path* (``capture
+    --hashes``), checked like any input, or None when it has none."""
+    desc = _read_note(path, HASHES_NOTE_TYPE, MAX_HASHES_NOTE)
+    if desc is None:
+        return None
+    what = f"{path}: hashes note"
+    try:
+        doc = json.loads(desc)
+    except (ValueError, RecursionError):
+        raise KhoError(f"{what} is not valid JSON") from None
+    return validate_hashes(doc, what)
+
+
+def validate_hashes(doc, what: str) -> ImageHashes:
+    """Check a hashes note's JSON (see the module docstring)."""
+    if not isinstance(doc, dict):
+        raise KhoError(f"{what} is not a JSON object")
+    if doc.get("algorithm") != HASH_ALGORITHM:
+        raise KhoError(f"{what}: algorithm {str(doc.get('algorithm'))[:40]!r}"
+                       f" is not {HASH_ALGORITHM!r}")
+    cb = doc.get("chunk_bytes")
+    if type(cb) is not int or cb < PAGE_SIZE or cb & (cb - 1) or cb > 1 << 30:
+        raise KhoError(f"{what}: chunk_bytes {str(cb)[:40]} is not a power "
+                       "of two from 4096 to 2^30")
+    items = doc.get("blocks")
+    if not isinstance(items, list):
+        raise KhoError(f"{what}: 'blocks' is not a list")
+    blocks = []
+    seen = set()
+    for i, item in enumerate(items):
+        bad = f"{what}: block #{i}"
+        if not (isinstance(item, list) and len(item) == 3):
+            raise KhoError(f"{bad} is not [phys, order, hashes]")
+        phys, order, chunks = item
+        if type(order) is not int or not 0 <= order <= 52:
+            raise KhoError(f"{bad}: order {str(order)[:20]} is not 0..52")
+        size = PAGE_SIZE << order
+        if type(phys) is not int or phys < 0 or phys + size > 1 << 64 or \
+                phys % size:
+            raise KhoError(f"{bad}: phys {str(phys)[:24]} is not an address "
+                           f"aligned to its order-{order} block")
+        if (phys, order) in seen:
+            raise KhoError(f"{bad}: 0x{phys:x} order {order} listed twice")
+        seen.add((phys, order))
+        want = -(-size // cb)
+        if not isinstance(chunks, list) or len(chunks) != want:
+            raise KhoError(f"{bad} (0x{phys:x}, order {order}): wants "
+                           f"{want} chunk hashes of {cb} bytes")
+        for c in chunks:
+            if c is not None and not (isinstance(c, str) and
+                                      len(c) == 2 * HASH_DIGEST_BYTES and
+                                      all(x in "0123456789abcdef" for x in c)):
+                raise KhoError(f"{bad} (0x{phys:x}): a hash is not "
+                               f"{2 * HASH_DIGEST_BYTES} hex digits or null")
+        blocks.append(BlockHashes(phys, order, tuple(chunks)))
+    blocks.sort(key=lambda b: (b.phys, b.order))
+    return ImageHashes(cb, blocks)
+
+
+def _read_note(path: str, ntype: int, limit: int) -> bytes | None:
+    """The descriptor of the first KHO_INSPECT note of type *ntype* in the
+    ELF core at *path* (PT_NOTE segments up to *limit* bytes), or None."""
     try:
         with open(path, "rb") as f:
             head = f.read(_EHDR.size)
@@ -229,33 +426,28 @@ def read_image_meta(path: str) -> dict | None:
             for i in range(len(table) // _PHDR.size):
                 ptype, _, off, _, _, filesz, _, _ = _PHDR.unpack_from(
                     table, i * _PHDR.size)
-                if ptype != _PT_NOTE or filesz > 1 << 24 or off + filesz > size:
+                if ptype != _PT_NOTE or filesz > limit or off + filesz > size:
                     continue
                 f.seek(off)
-                meta = _find_note(f.read(filesz), path)
-                if meta is not None:
-                    return meta
+                desc = _find_note(f.read(filesz), ntype)
+                if desc is not None:
+                    return desc
     except OSError as e:
         raise KhoError(f"{path}: {e.strerror or e}") from None
     return None
 
 
-def _find_note(data: bytes, path: str = "image") -> dict | None:
+def _find_note(data: bytes, ntype: int = NOTE_TYPE) -> bytes | None:
     pos = 0
     while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+        namesz, descsz, t = struct.unpack_from("<III", data, pos)
         pos += 12
         name = data[pos:pos + namesz]
         pos += (namesz + 3) & ~3
         desc = data[pos:pos + descsz]
         pos += (descsz + 3) & ~3
-        if name == NOTE_NAME and ntype == NOTE_TYPE:
-            try:
-                meta = json.loads(desc)
-            except (ValueError, RecursionError):
-                raise KhoError(f"{path}: the handover image note is not "
-                               "valid JSON") from None
-            return validate_meta(meta, f"{path}: handover image note")
+        if name == NOTE_NAME and t == ntype:
+            return desc
     return None
 
 

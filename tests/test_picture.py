@@ -359,3 +359,22 @@ def test_kernel_areas_draw_ram_and_scratch(synth):
     assert rows[0x78000000] == "." * 64
     text = picture_text(doc)
     assert "not System RAM" not in text and "unknown" not in text
+
+
+def test_lines_needed_and_the_smallest_cell():
+    from hypothesis import given, strategies as st
+    from kho_inspect.cli.picture import lines_needed
+    # test_grid_by_hand's areas: rows 0-1, 8, 10 -> 4 rows + 2 gap lines
+    areas = [Area(0, 0x10000, "ram"), Area(0x40000, 0x42000, "ram"),
+             Area(0x50000, 0x51000, "handover")]
+    assert lines_needed(areas, 0x1000, 8) == 6
+
+    @given(st.lists(st.tuples(st.integers(0, 1 << 50),
+                              st.integers(1, 1 << 36)), min_size=1,
+                    max_size=20))
+    def smallest(spans):
+        areas = [Area(s, s + n, "ram") for s, n in spans]
+        c = choose_cell(areas)
+        assert lines_needed(areas, c) <= 24
+        assert c == 4096 or lines_needed(areas, c // 2) > 24
+    smallest()

@@ -26,6 +26,7 @@ examples:
   kho-inspect map --core vmcore -s vmlinux --json
   kho-inspect fdt --fdt /sys/kernel/debug/kho/out/fdt
   kho-inspect capture -o handover.core # save this handover for later
+  kho-inspect picture -o memory.svg    # physical memory at a glance
 """
 
 
@@ -166,12 +167,46 @@ def cmd_capture(args) -> int:
             "bitmap_bytes": h.map.bitmap_bytes if h.map else None,
             "release": src.release(), "source": src.description,
             "fdt_source": root.origin}
-    write_image(args.output, segments, meta)
+    hashes = None
+    if args.hashes:
+        from ..image import hash_blocks
+        from ..ranges import blocks
+        progress = None
+        if sys.stderr.isatty():         # one line, redrawn every 0.5 s
+            import time
+            last = [0.0]
+
+            def progress(done: int, total: int) -> None:
+                now = time.monotonic()
+                if done < total and now - last[0] < 0.5:
+                    return
+                last[0] = now
+                sys.stderr.write(
+                    f"\rhashing preserved blocks: {report.human_size(done)}"
+                    f" of {report.human_size(total)}"
+                    + ("\n" if done >= total else ""))
+                sys.stderr.flush()
+        hashes = hash_blocks(mem, blocks(h.map.runs), progress=progress)
+    write_image(args.output, segments, meta, hashes)
     total = sum(len(d) for _, d in segments)
     doc = dict(meta, output=args.output, segments=len(segments), bytes=total)
-    report.emit(args, doc, f"wrote {args.output}: {h.generation}, "
-                f"{len(segments)} segments, {report.human_size(total)} "
-                f"(kernel {meta['release'] or 'unknown'})")
+    text = (f"wrote {args.output}: {h.generation}, {len(segments)} "
+            f"segments, {report.human_size(total)} (kernel "
+            f"{meta['release'] or 'unknown'})")
+    if hashes is not None:
+        unread = sum(c is None for b in hashes.blocks for c in b.chunks)
+        hashed = sum(b.size for b in hashes.blocks)
+        doc["hashes"] = {"algorithm": hashes.algorithm,
+                         "chunk_bytes": hashes.chunk_bytes,
+                         "blocks": len(hashes.blocks), "bytes": hashed,
+                         "unreadable_chunks": unread}
+        text += (f"\nhashed {len(hashes.blocks)} preserved blocks, "
+                 f"{report.human_size(hashed)} ({hashes.algorithm}, per "
+                 f"{report.human_size(hashes.chunk_bytes)} chunk)")
+        if unread:
+            text += (f"; {unread} chunk(s) could not be read and have no "
+                     "hash")
+    report.emit(args, doc, text)
     return 0
 
 
@@ -209,13 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("capture", help="save one handover as an image",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  kho-inspect capture -o "
-                              "handover.core\n")
+                       epilog="examples:\n  kho-inspect capture -o "
+                              "handover.core\n  kho-inspect capture "
+                              "--hashes -o handover.core   # for verify\n")
     add_source_options(p)
     add_fdt_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.add_argument("--bitmap-bytes", type=int,
                    choices=v1.BITMAP_BYTES_CHOICES)
+    p.add_argument("--hashes", action="store_true",
+                   help="also record a content hash of every preserved "
+                        "block (per 2 MiB chunk), for 'kho-inspect verify' "
+                        "in the next kernel")
     p.set_defaults(func=cmd_capture)
 
     for register in EXTRA_COMMANDS:
@@ -302,3 +342,11 @@ def _picture(sub):
 
 
 EXTRA_COMMANDS += [_picture]            # physical memory at a glance
+
+
+def _verify(sub):
+    from .verify import register
+    register(sub)
+
+
+EXTRA_COMMANDS.append(_verify)          # verify an image's content hashes

@@ -156,12 +156,17 @@ def lines_needed(areas, cell_bytes: int,
 def choose_cell(areas, cells_per_row: int = CELLS_PER_ROW,
                 max_lines: int = MAX_LINES) -> int:
     """The smallest power-of-two cell size, at least a page, for which
-    :func:`grid` draws at most *max_lines* lines."""
-    cell = PAGE_SIZE
-    while lines_needed(areas, cell, cells_per_row) > max_lines and \
-            cell < 1 << 64:
-        cell <<= 1
-    return cell
+    :func:`grid` draws at most *max_lines* lines (or the largest tried,
+    2^64). Doubling the cell never adds a line (rows and gaps only merge),
+    so the exponent is found by bisection."""
+    lo, hi = PAGE_SIZE.bit_length() - 1, 64
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lines_needed(areas, 1 << mid, cells_per_row) > max_lines:
+            lo = mid + 1
+        else:
+            hi = mid
+    return 1 << lo
 
 
 def grid(areas, cell_bytes: int,

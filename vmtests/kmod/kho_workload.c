@@ -16,6 +16,8 @@
  *     vmalloc NR          vmalloc(NR pages), kho_preserve_vmalloc (6.18+)
  *     unpreserve ID       kho_unpreserve_{folio,pages,vmalloc} (6.19+)
  *     bogus               kho_restore_folio() of a page never preserved
+ *     scribble ID         XOR 0xff over the first 64 bytes of item ID's first
+ *                         data page, csum and table unchanged (corruption)
  *     loop N              preserve/unpreserve timing, result in "bench"
  *   list (read): one line per item, key=value
  *   bench (read): "loop=N ns=T" of the last loop command
@@ -881,6 +883,41 @@ static int kw_cmd_bogus(void)
 	return 0;
 }
 
+/*
+ * Corrupt a preserved item on purpose: XOR 0xff over the first
+ * KW_SCRIBBLE_BYTES bytes of its first data page, leaving its csum and the
+ * handed-over table as they are, so that the next kernel's restore reports
+ * a checksum mismatch (and a content check of the preserved memory can
+ * name the block).
+ */
+#define KW_SCRIBBLE_BYTES	64
+
+static int kw_cmd_scribble(unsigned long id)
+{
+	struct kw_item *item = id <= U32_MAX ? kw_find(id) : NULL;
+	u8 *p = NULL;
+	int i;
+
+	if (!item)
+		return -ENOENT;
+	if (item->state != KW_PRESERVED || item->kind == KW_BLOB)
+		return -EINVAL;
+	if (item->folio)
+		p = folio_address(item->folio);
+	else if (item->page)
+		p = page_address(item->page);
+	else if (item->vaddr)
+		p = item->vaddr;
+	if (!p)
+		return -EINVAL;	/* an incoming item not restored: not ours */
+	for (i = 0; i < KW_SCRIBBLE_BYTES; i++)
+		p[i] ^= 0xff;
+	pr_info("item %u %s phys 0x%llx: scribbled %d bytes at its first data page\n",
+		item->id, kw_kind_names[item->kind], (u64)item->phys,
+		KW_SCRIBBLE_BYTES);
+	return 0;
+}
+
 static int kw_cmd_loop(unsigned long n)
 {
 	u64 t0 = 0, t1 = 0;
@@ -970,6 +1007,8 @@ static int kw_run(char *line)
 
 	if (!strcmp(argv[0], "bogus"))
 		return argc == 1 ? kw_cmd_bogus() : -EINVAL;
+	if (!strcmp(argv[0], "scribble"))
+		return argc == 2 ? kw_cmd_scribble(a) : -EINVAL;
 	if (!kw_can_preserve)
 		return -EOPNOTSUPP;
 	if (!strcmp(argv[0], "folio") && argc == 3)
