@@ -80,6 +80,15 @@ def blocks(runs):
             yield (phys + i * step, order)
 
 
+def human_size(n: int) -> str:
+    """``12288`` -> ``"12 KiB"``: binary units, 4 significant digits."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.4g} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def runs_from_json(items) -> list[Run]:
     """Inverse of :meth:`Run.as_json` over a list."""
     return [Run(int(i["phys"]), int(i["order"]), int(i["count"]))

@@ -275,22 +275,6 @@ def test_missing_debug_info_names_files(monkeypatch):
         src.debug_program()
 
 
-def test_check_exit_status(monkeypatch, capsys):
-    from kho_inspect.check.tracker_map import CheckResult, ViewRuns
-    from kho_inspect.check.blocks import Difference
-    views = [ViewRuns("tracker", [Run(0x1000, 0, 1)], "t"),
-             ViewRuns("map", [], "m")]
-    res = CheckResult(views, [Difference("tracker", Run(0x1000, 0, 1))], [])
-    monkeypatch.setattr(cliw, "_program", lambda args: None)
-    monkeypatch.setattr("kho_inspect.check.compare_views",
-                        lambda prog, v: res)
-    rc, out, _ = _run(capsys, "check", "--views", "tracker,map")
-    assert rc == 1 and "only in tracker: phys 0x1000 order 0" in out
-    res.differences.clear()
-    rc, out, _ = _run(capsys, "check")
-    assert rc == 0 and out.startswith("tracker: t")
-
-
 def test_symbols_file_missing(tmp_path):
     from kho_inspect.cli import source
     src = source.Source("test", core="unused", symbols=str(tmp_path / "vmlinux"))

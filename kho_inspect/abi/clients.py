@@ -28,7 +28,23 @@ KEXEC_METADATA_VERSION = 1
 LUO_NODE = "LUO"
 LUO_SER = struct.Struct("<8sQQQ")      # compatible, liveupdate_num, sessions, flbs
 
+
+# kho_workload: the vmtests' test module (vmtests/kmod/kho_workload.c, its
+# contract in vmtests/kmod/README.md). Before 7.1 an FDT with compatible
+# "kho-workload-v1" and property "items"; from 7.1 a raw blob holding the
+# same table.
+WORKLOAD_NODE = "kho_workload"
+WORKLOAD_COMPATIBLE = "kho-workload-v1"
+WORKLOAD_PROP_ITEMS = "items"
+WORKLOAD_MAGIC = b"KHOWLD01"
+WORKLOAD_HEADER = struct.Struct("<8sII")            # magic, version, nr
+#: id, kind, phys, nr_pages, order, state, csum, kho_vmalloc, pad
+WORKLOAD_ENTRY = struct.Struct("<IIQQiIQ16s8x")
+WORKLOAD_KINDS = {1: "blob", 2: "folio", 3: "pages", 4: "phys", 5: "vmalloc"}
+WORKLOAD_STATES = {1: "preserved", 2: "unpreserved"}
+
 #: Sub-node name -> the compatible its FDT blob must carry; the client's own
 #: reader in the next kernel refuses any other (fdt_node_check_compatible).
 FDT_COMPATIBLE = {MEMBLOCK_NODE: MEMBLOCK_COMPATIBLE,
-                  TEST_KHO_NODE: TEST_KHO_COMPATIBLE}
+                  TEST_KHO_NODE: TEST_KHO_COMPATIBLE,
+                  WORKLOAD_NODE: WORKLOAD_COMPATIBLE}

@@ -134,6 +134,11 @@ def cmd_map(args) -> int:
     src, root, h = _decode(args, with_map=True)
     release = src.release()
     doc = report.map_json(h, root.origin, release)
+    if args.owners:
+        from ..check.owners import attribute, claims
+        from ..ranges import coalesce
+        doc["ranges"] = [o.as_json() for o in
+                         attribute(coalesce(h.map.runs), claims(h))]
     report.emit(args, doc, report.map_text(doc, args.limit))
     return 0
 
@@ -240,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "DWARF nor the kernel release tells")
     p.add_argument("--limit", type=int, default=40,
                    help="ranges to list in the table (0: all; default 40)")
+    p.add_argument("--owners", action="store_true",
+                   help="name the client owning each range (from the "
+                        "sub-nodes: test_kho, memblock, kexec-metadata, "
+                        "kho_workload...; 'kho' is the root FDT)")
     p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("capture", help="save one handover as an image",
@@ -350,3 +359,11 @@ def _verify(sub):
 
 
 EXTRA_COMMANDS.append(_verify)          # verify an image's content hashes
+
+
+def _check(sub):
+    from .check import register
+    register(sub)
+
+
+EXTRA_COMMANDS += [_check]              # invariants, owners, next kernel

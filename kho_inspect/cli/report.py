@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 
 from tabulate import tabulate
 
 from .. import fdt as fdtmod
 from ..abi.common import MAX_PAGE_ORDER
-from ..ranges import coalesce, totals_by_order
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if n < 1024 or unit == "EiB":
-            return f"{n:g} {unit}" if unit == "B" else f"{n:.4g} {unit}"
-        n /= 1024
-    return str(n)
+from ..ranges import coalesce, human_size, totals_by_order  # noqa: F401
 
 
 def hexa(n) -> str:
@@ -85,6 +78,12 @@ def _subnode_summary(s: dict) -> str:
                          for r in c["regions"]) or "no regions"
     if "folios" in c:
         return f"{c.get('compatible')}: {c['nr_folios']} folios"
+    if "items" in c:
+        states: dict = {}
+        for i in c["items"]:
+            states[i["state"]] = states.get(i["state"], 0) + 1
+        return f"{len(c['items'])} items (" + ", ".join(
+            f"{n} {k}" for k, n in states.items()) + ")"
     if "previous_release" in c:
         return (f"previous release {c['previous_release']}, kexec count "
                 f"{c['kexec_count']}")
@@ -127,10 +126,14 @@ def ranges_lines(ranges: list, limit: int) -> list[str]:
     """The ``ranges`` of a map/tracker document as a table (first *limit*;
     0 for all)."""
     shown = ranges if limit <= 0 else ranges[:limit]
+    owners = any("owner" in r for r in ranges)
     rows = [(hexa(r["phys"]), hexa(r["phys"] + r["size"]), r["order"],
-             r["count"], human_size(r["size"])) for r in shown]
+             r["count"], human_size(r["size"]))
+            + ((r.get("owner") or "(unclaimed)",) if owners else ())
+            for r in shown]
     lines = [tabulate(rows, headers=["phys", "end", "order", "count",
-                                     "size"])]
+                                     "size"] + (["owner"] if owners
+                                                else []))]
     if len(shown) < len(ranges):
         lines.append(f"... {len(ranges) - len(shown)} more ranges "
                      "(--limit 0 shows all)")
@@ -167,7 +170,7 @@ def map_text(doc: dict, limit: int) -> str:
     if doc["bitmap_bytes"]:
         head += (f"; {doc['bitmap_bytes']}-byte bitmaps "
                  f"({doc['bitmap_source']})")
-    lines = [head]
+    lines = [textwrap.fill(head, 79, subsequent_indent="  ")]
     if doc["state"] == "not-finalized":
         from .source import DEBUGFS
         lines.append("state: NOT FINALIZED - preserved-memory-map is 0; "

@@ -1,5 +1,5 @@
-"""Walker commands (need the kernel's DWARF): status, tracker, incoming,
-check. Register with ``register(subparsers)`` (see ``EXTRA_COMMANDS``).
+"""Walker commands (need the kernel's DWARF): status, tracker, incoming
+(``check``, which also runs without DWARF, is in :mod:`.check`). Register with ``register(subparsers)`` (see ``EXTRA_COMMANDS``).
 
 The rendering functions (``*_text``) take the dicts of
 :mod:`kho_inspect.walk.views`, so the drgn scripts under ``scripts/`` print
@@ -35,14 +35,6 @@ examples:
   kho-inspect incoming --scan-limit 0      # scan the whole memmap
   kho-inspect incoming --no-markers --json
 """
-CHECK_EPILOG = """\
-examples:
-  kho-inspect check --views tracker,map
-  kho-inspect check --views tracker,map --core vmcore -s vmlinux --json
-exit status: 0 the views agree, 1 they differ, 2 error (or cannot compare,
-e.g. kho-v1 not finalized)
-"""
-
 def _note(prefix: str, text: str) -> str:
     """A note wrapped to 79 columns, continuation lines indented."""
     return textwrap.fill(text, 79, initial_indent=f"{prefix}: ",
@@ -52,6 +44,72 @@ def _note(prefix: str, text: str) -> str:
 def _program(args):
     from .source import open_source
     return open_source(args).debug_program()
+
+
+def _kb(n: int | None) -> str:
+    """Bytes as /proc/meminfo prints them."""
+    return "?" if n is None else f"{n // 1024} kB"
+
+
+def _size(n: int | None) -> str:
+    return "?" if n is None else human_size(n)
+
+
+def cma_explanation(acc: dict, areas: int) -> str:
+    """Why /proc/meminfo shows CmaFree above CmaTotal, for the
+    ``scratch_accounting`` document *acc* (``mismatch`` true) of a kernel
+    with *areas* scratch areas."""
+    text = (f"/proc/meminfo shows CmaFree {_kb(acc['cma_free'])} with "
+            f"CmaTotal {_kb(acc['cma_total'])}: the free memory in KHO's "
+            f"scratch areas ({_size(acc['scratch_free'])} of "
+            f"{_size(acc['scratch_size'])} in {areas} areas")
+    if "previous" in acc["origin"]:
+        text += ", handed over by the previous kernel"
+    text += (") is in MIGRATE_CMA pageblocks so that only movable "
+             "allocations use it and it stays available for the next "
+             "kexec; it is not a CMA reservation (CmaTotal counts only "
+             "those). It is usable memory, for page cache and user pages. "
+             "To get it back as ordinary memory, boot with kho=off (no "
+             "KHO), or shrink it with kho_scratch= (ignored on KHO boots).")
+    return text
+
+
+def _scratch_text(areas: list, acc: dict | None) -> str:
+    """The scratch table, with the accounting when there is one."""
+    if not areas:
+        return "no scratch areas"
+    per = {p["index"]: p for p in (acc or {}).get("areas", [])}
+    rows = []
+    for a in areas:
+        p = per.get(a["index"], {})
+        pct = p.get("ram_percent")
+        rows.append((a["index"], a["role"], hexa(a["addr"]),
+                     human_size(a["size"]),
+                     "?" if pct is None else f"{pct:.1f}",
+                     _size(p.get("in_use")), _size(p.get("free"))))
+    out = [tabulate(rows, headers=["scratch", "role", "addr", "size",
+                                   "% RAM", "in use", "free"],
+                    disable_numparse=True,
+                    colalign=("right", "left", "left") + ("right",) * 4)]
+    if not acc:
+        return "\n".join(out)
+    w = acc.get("walk")
+    lines = [f"scratch {_size(acc['scratch_size'])} in {len(areas)} areas, "
+             f"set aside by {acc['origin']}; RAM is {acc['ram_source']} "
+             f"{_size(acc['ram'])}"]
+    if w:
+        lines.append(f"free: the MIGRATE_CMA buddy free lists ({w['blocks']} "
+                     f"blocks, {_size(w['free'])}; "
+                     f"{_size(w['outside_scratch'])} outside the scratch "
+                     "areas); pages on per-cpu lists count as in use, as in "
+                     "the kernel's own figures")
+    if acc.get("cma_free") is not None:
+        lines.append(f"/proc/meminfo: CmaTotal {_kb(acc['cma_total'])}, "
+                     f"CmaFree {_kb(acc['cma_free'])}")
+    out += [textwrap.fill(x, 79, subsequent_indent="  ") for x in lines]
+    if acc.get("mismatch"):
+        out.append(_note("why CmaFree", cma_explanation(acc, len(areas))))
+    return "\n".join(out)
 
 
 def status_text(doc: dict) -> str:
@@ -101,12 +159,8 @@ def status_text(doc: dict) -> str:
     if fdt:
         out += ["", subnodes_table(fdt["subnodes"])]
     if doc.get("scratch") is not None:
-        srows = [(a["index"], a["role"], hexa(a["addr"]),
-                  hexa(a["addr"] + a["size"]), human_size(a["size"]))
-                 for a in doc["scratch"]]
-        out += ["", tabulate(srows, headers=["scratch", "role", "addr", "end",
-                                             "size"]) if srows
-                else "no scratch areas"]
+        out += ["", _scratch_text(doc["scratch"],
+                                  doc.get("scratch_accounting"))]
     for p in doc["problems"]:
         out.append(_note("note", p))
     return "\n".join(out)
@@ -188,18 +242,6 @@ def incoming_text(doc: dict, limit: int = 40) -> str:
     return "\n".join(out)
 
 
-def check_text(res) -> str:
-    lines = [f"{v.name}: {v.detail}" for v in res.views]
-    if res.ok:
-        lines.append("OK: " + " == ".join(v.name for v in res.views)
-                     + f" ({sum(r[2] for r in res.views[0].runs)} blocks)")
-    else:
-        lines.append(f"DIFFER: {len(res.differences)} difference(s)")
-        lines += [f"  {d}" for d in res.differences]
-    lines += [_note("note", n) for n in res.notes]
-    return "\n".join(lines)
-
-
 # -- commands -------------------------------------------------------------
 
 def cmd_status(args) -> int:
@@ -226,16 +268,8 @@ def cmd_incoming(args) -> int:
     return 0
 
 
-def cmd_check(args) -> int:
-    from ..check import compare_views
-    views = [v.strip() for v in args.views.split(",") if v.strip()]
-    res = compare_views(_program(args), views)
-    emit(args, res.as_json(), check_text(res))
-    return 0 if res.ok else 1
-
-
 def register(sub) -> None:
-    """Add status, tracker, incoming and check to *sub* (subparsers)."""
+    """Add status, tracker and incoming to *sub* (subparsers)."""
     from . import add_source_options
     raw = argparse.RawDescriptionHelpFormatter
 
@@ -268,15 +302,5 @@ def register(sub) -> None:
                    help="marker ranges to list (0: all; default 40)")
     p.set_defaults(func=cmd_incoming)
 
-    p = sub.add_parser("check", help="cross-check views of the outgoing "
-                       "state (exit 1 when they differ)", formatter_class=raw,
-                       epilog=CHECK_EPILOG)
-    add_source_options(p)
-    p.add_argument("--views", default="tracker,map",
-                   help="comma-separated views to compare (default and "
-                        "currently only: tracker,map)")
-    p.set_defaults(func=cmd_check)
 
-
-__all__ = ["register", "status_text", "tracker_text", "incoming_text",
-           "check_text"]
+__all__ = ["register", "status_text", "tracker_text", "incoming_text"]

@@ -1,6 +1,7 @@
 """Decode the blobs of the KHO clients kho_inspect knows.
 
-Each decoder takes the sub-node's blob (bytes) and the memory source, and
+Each decoder takes the sub-node's blob (a parsed FDT for FDT_CLIENTS, bytes
+for RAW_CLIENTS), the memory source and a place name for messages, and
 returns a JSON-friendly dict plus the extra pages it read.
 """
 
@@ -93,7 +94,7 @@ def test_kho(tree: fdtmod.Fdt, mem, where: str):
     return out, pages
 
 
-def kexec_metadata(blob: bytes, where: str):
+def kexec_metadata(blob: bytes, mem, where: str):
     """7.1+ ``struct kho_kexec_metadata``."""
     if len(blob) < abi.KEXEC_METADATA.size:
         raise KhoError(f"{where}: {len(blob)} bytes, need "
@@ -105,19 +106,66 @@ def kexec_metadata(blob: bytes, where: str):
                        f"{abi.KEXEC_METADATA_VERSION}")
     return {"version": version,
             "previous_release": rel.split(b"\0", 1)[0].decode(errors="replace"),
-            "kexec_count": count}
+            "kexec_count": count}, []
 
 
-def luo_ser(blob: bytes, where: str):
+def luo_ser(blob: bytes, mem, where: str):
     """7.2+ raw ``struct luo_ser``."""
     if len(blob) < abi.LUO_SER.size:
         raise KhoError(f"{where}: {len(blob)} bytes, need {abi.LUO_SER.size}")
     compat, num, sessions, flbs = abi.LUO_SER.unpack_from(blob)
     return {"compatible": compat.split(b"\0", 1)[0].decode(errors="replace"),
-            "liveupdate_num": num, "sessions_pa": sessions, "flbs_pa": flbs}
+            "liveupdate_num": num, "sessions_pa": sessions,
+            "flbs_pa": flbs}, []
+
+
+def workload_table(raw: bytes, mem, where: str):
+    """The vmtests' ``kho_workload`` module's item table (its contract:
+    vmtests/kmod/README.md): every item with kind, state, phys, order or
+    nr_pages and checksum; a vmalloc item's descriptor is followed, so that
+    ``blocks`` lists every page it preserved (chunk pages in ``pages``)."""
+    h = abi.WORKLOAD_HEADER
+    if len(raw) < h.size:
+        raise KhoError(f"{where}: item table of {len(raw)} bytes, need "
+                       f"{h.size}")
+    magic, version, nr = h.unpack_from(raw)
+    if magic != abi.WORKLOAD_MAGIC:
+        raise KhoError(f"{where}: item table magic {magic!r}, not "
+                       f"{abi.WORKLOAD_MAGIC!r}")
+    e = abi.WORKLOAD_ENTRY
+    if len(raw) < h.size + nr * e.size:
+        raise KhoError(f"{where}: {nr} items need {h.size + nr * e.size} "
+                       f"bytes, the table has {len(raw)}")
+    items, pages = [], []
+    for i in range(nr):
+        (iid, kind, phys, nr_pages, order, state, csum,
+         desc, ) = e.unpack_from(raw, h.size + i * e.size)
+        item = {"id": iid, "kind": abi.WORKLOAD_KINDS.get(kind, str(kind)),
+                "state": abi.WORKLOAD_STATES.get(state, str(state)),
+                "phys": phys, "nr_pages": nr_pages, "order": order,
+                "csum": csum}
+        if item["kind"] == "vmalloc" and item["state"] == "preserved":
+            vinfo, blocks, vpages = decode_vmalloc(
+                mem, desc, f"{where} item {iid}")
+            item.update(vmalloc=vinfo, blocks=blocks)
+            pages += vpages
+        items.append(item)
+    return {"version": version, "items": items}, pages
+
+
+def workload_fdt(tree: fdtmod.Fdt, mem, where: str):
+    """``kho_workload`` before 7.1: an FDT whose ``items`` property is the
+    table (:func:`workload_table`)."""
+    p = tree.root.props.get(abi.WORKLOAD_PROP_ITEMS)
+    if p is None:
+        raise KhoError(f"{where}: property "
+                       f"{abi.WORKLOAD_PROP_ITEMS!r} is missing")
+    return workload_table(p.value, mem, where)
 
 
 #: FDT blobs recognised by the sub-node name.
-FDT_CLIENTS = {abi.MEMBLOCK_NODE: memblock, abi.TEST_KHO_NODE: test_kho}
+FDT_CLIENTS = {abi.MEMBLOCK_NODE: memblock, abi.TEST_KHO_NODE: test_kho,
+               abi.WORKLOAD_NODE: workload_fdt}
 #: Raw (non-FDT) blobs recognised by the sub-node name.
-RAW_CLIENTS = {abi.KEXEC_METADATA_NODE: kexec_metadata, abi.LUO_NODE: luo_ser}
+RAW_CLIENTS = {abi.KEXEC_METADATA_NODE: kexec_metadata, abi.LUO_NODE: luo_ser,
+               abi.WORKLOAD_NODE: workload_table}

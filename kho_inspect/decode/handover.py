@@ -125,8 +125,9 @@ def decode_subnode(node: fdtmod.Node, gen: Generation, mem) -> Subnode:
                 raise KhoError(f"blob-size {sub.size} is absurd")
             blob = mem.read(sub.phys, sub.size, f"sub-node {node.name!r} blob")
             sub.pages.append(MapPage(sub.phys, sub.size, "blob"))
-            sub.content = {"format": "raw",
-                           **clients.RAW_CLIENTS[node.name](blob, where)}
+            content, pages = clients.RAW_CLIENTS[node.name](blob, mem, where)
+            sub.content = {"format": "raw", **content}
+            sub.pages += pages
     except KhoError as e:
         sub.error = str(e)
     return sub

@@ -1,0 +1,129 @@
+"""Will the next kernel take this handover? ``check --next RELEASE``.
+
+The facts per receiving release are :data:`kho_inspect.abi.releases.READERS`;
+this module compares a decoded handover against one of them. The release
+comes from the user (``--next 7.3.4``) or from a kernel image
+(:func:`release_of_image`: a bzImage's setup header, or a vmlinux's
+``linux_banner``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..abi import releases
+from ..abi.common import MAX_PAGE_ORDER
+from ..errors import KhoError
+from ..ranges import Run, human_size
+from .findings import Finding
+
+#: bzImage setup header: "HdrS" at 0x202; u16 at 0x20e is the offset (from
+#: 0x200) of the version string (Documentation/arch/x86/boot.rst).
+_HDRS_AT, _VERSION_PTR_AT = 0x202, 0x20E
+_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\0]*)")
+
+
+def release_of_image(path: str) -> str:
+    """The ``uname -r`` of the kernel in *path*: an x86 bzImage (its setup
+    header names the version) or an uncompressed vmlinux (its
+    ``linux_banner``).
+
+    :raises KhoError: unreadable, or no version found.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(0x10000)
+            if head[_HDRS_AT:_HDRS_AT + 4] == b"HdrS":
+                ptr = int.from_bytes(head[_VERSION_PTR_AT:_VERSION_PTR_AT + 2],
+                                     "little") + 0x200
+                ver = head[ptr:ptr + 256].split(b"\0", 1)[0]
+                if ver:
+                    return ver.split()[0].decode(errors="replace")
+            if head[:4] == b"\x7fELF":
+                f.seek(0)
+                tail = b""
+                while chunk := f.read(1 << 24):
+                    m = _BANNER.search(tail + chunk)
+                    if m:
+                        return m.group(1).decode(errors="replace")
+                    tail = chunk[-256:]
+    except OSError as e:
+        raise KhoError(f"{path}: {e.strerror}") from None
+    raise KhoError(f"{path}: neither a bzImage with a version string nor a "
+                   "vmlinux with a 'Linux version' banner")
+
+
+def reader_for(release: str) -> releases.Reader:
+    """The receiving kernel's row, or a one-line error naming the series
+    kho_inspect knows."""
+    r = releases.reader(release)
+    if r is None:
+        raise KhoError(f"--next {release}: kho_inspect knows what "
+                       f"{', '.join(releases.READERS)} do with a handover; "
+                       f"not {releases.series(release) or release!r}")
+    return r
+
+
+def next_findings(h, release: str, runs, index=None) -> list[Finding]:
+    """What kernel *release* will do with handover *h* (its map's *runs*):
+    refuse it whole (compatible), misread it (kho-v1 bitmap size), refuse or
+    pass unchecked blocks above MAX_PAGE_ORDER, or not understand a
+    client's sub-node format."""
+    r = reader_for(release)
+    own = index.of if index else (lambda p, e=None: None)
+    out = []
+    if h.generation != r.compatible:
+        out.append(Finding(
+            "next-compatible", f"{release} accepts only {r.compatible!r}; "
+            f"this handover is {h.generation!r}: it will refuse the whole "
+            "handover and every preserved block is lost"))
+        return out          # nothing else is read
+    mine = h.map.bitmap_bytes if h.map else None
+    if r.bitmap_bytes and mine and mine != r.bitmap_bytes:
+        out.append(Finding(
+            "next-bitmap", f"{release} reads kho-v1 bitmaps of "
+            f"{r.bitmap_bytes} bytes; this map was written with {mine}-byte "
+            "bitmaps: both say 'kho-v1', and it will reserve the wrong "
+            "pages", h.map.map_phys))
+    for p, o, c in sorted(runs):
+        if o <= MAX_PAGE_ORDER:
+            continue
+        run = Run(p, o, c)
+        fate = (f"{release} refuses to restore them (kho_restore_* return "
+                "NULL); the memory stays reserved" if r.big_order ==
+                releases.REFUSE else f"{release} restores them with no order "
+                "check: the order reaches prep_compound_page (folios) or the "
+                "page loop (page runs) unchecked")
+        out.append(Finding(
+            "next-order", f"0x{p:x} order {o}"
+            + (f" (x{c})" if c > 1 else "") + f": {human_size(run.block)} "
+            f"blocks above MAX_PAGE_ORDER {MAX_PAGE_ORDER}: {fate}",
+            p, o, c, own(p, run.end)))
+    for s in h.subnodes:
+        c = s.content or {}
+        if "folios_info_vmalloc" in c and r.test_kho_info == "inline":
+            out.append(Finding(
+                "next-client", f"{s.name}: folios_info is a kho_vmalloc "
+                f"descriptor; {release}'s test_kho reads an inline array and "
+                "will fail its checks", s.phys, owner=s.name))
+        elif s.name == "kho_test" and c.get("folios") and \
+                "folios_info_vmalloc" not in c and \
+                r.test_kho_info == "vmalloc":
+            out.append(Finding(
+                "next-client", f"{s.name}: folios_info is an inline array; "
+                f"{release}'s test_kho reads it as a kho_vmalloc descriptor",
+                s.phys, owner=s.name))
+        if s.name == "LUO" and c:
+            mine = "luo-v5" if c.get("format") == "raw" else "fdt"
+            if r.luo != mine:
+                out.append(Finding(
+                    "next-client", f"LUO: this handover has a {mine} blob; "
+                    + (f"{release} has no LUO" if r.luo is None else
+                       f"{release}'s LUO reads a {r.luo} blob"), s.phys,
+                    owner=s.name))
+        if s.name == "kexec-metadata" and not r.kexec_metadata:
+            out.append(Finding(
+                "next-client", f"kexec-metadata: {release} does not read it "
+                "(harmless: the node is ignored)", s.phys, owner=s.name,
+                severity="info"))
+    return out

@@ -1,0 +1,291 @@
+"""``check``: invariants, owners and the next kernel, on the bundled samples
+(real kernels) and on handovers built by the ABI-text encoder
+(tests/abi_encode.py), with expectations written by hand."""
+
+import json
+
+import pytest
+
+from abi_encode import encode_radix, encode_v1
+from conftest import run_dtc
+from helpers import PAGE, u64le
+from kho_inspect import samples
+from kho_inspect.check.owners import Claim, attribute, uncovered
+from kho_inspect.check.next_kernel import release_of_image
+from kho_inspect.cli import main
+from kho_inspect.errors import KhoError
+from kho_inspect.image import write_image
+from kho_inspect.ranges import Run
+
+FDT_PHYS = 0x400000
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def image(tmp_path, dtc, blocks, *, compatible="kho-v3", subnodes="",
+          extra_segs=(), release="7.1.13", bitmap_bytes=None,
+          fdt_phys=FDT_PHYS, preserve_fdt=True):
+    """A handover image: *blocks* (plus the root FDT page, unless told
+    not to) encoded by the ABI-text encoder."""
+    blocks = set(blocks) | ({(fdt_phys, 0)} if preserve_fdt else set())
+    if compatible == "kho-v1":
+        segs, root = encode_v1(blocks, bitmap_bytes, base=0x100000)
+    else:
+        segs, root = encode_radix(blocks, base=0x100000)
+    prop = "fdt" if compatible == "kho-v1" else "preserved-data"
+    blob = run_dtc(dtc, (
+        f'/dts-v1/;\n/ {{\n compatible = "{compatible}";\n'
+        f' preserved-memory-map = {u64le(root)};\n'
+        + subnodes.replace("PROP", prop) + '};\n').encode())
+    segs = segs + [(fdt_phys, blob.ljust(PAGE, b"\0"))] + list(extra_segs)
+    path = str(tmp_path / "h.core")
+    meta = {"generation": compatible, "fdt_phys": fdt_phys,
+            "release": release}
+    if bitmap_bytes:
+        meta["bitmap_bytes"] = bitmap_bytes
+    write_image(path, segs, meta)
+    return path
+
+
+def findings(capsys, *argv):
+    rc, out, err = run(capsys, "check", *argv, "--json")
+    assert rc in (0, 1), err
+    doc = json.loads(out)
+    return rc, doc, {(f["id"], f["phys"]) for f in doc["findings"]}
+
+
+# -- the bundled samples: real kernels' handovers ---------------------------
+
+@pytest.mark.parametrize("sample", samples.available())
+def test_samples_are_clean_and_fully_owned(capsys, sample):
+    rc, doc, _ = findings(capsys, "--sample", sample)
+    assert rc == 0
+    assert doc["counts"]["error"] == 0 and doc["counts"]["warning"] == 0
+    # every block has an owner: KHO's root FDT, test_kho (its FDT, folios,
+    # folios_info), kexec-metadata on 7.1+
+    assert "(unclaimed)" not in doc["owners"]
+    assert {"kho", "kho_test"} <= set(doc["owners"])
+    # the owners account for exactly what the map holds
+    rc, out, _ = run(capsys, "map", "--sample", sample, "--json")
+    m = json.loads(out)
+    assert sum(o["bytes"] for o in doc["owners"].values()) == \
+        sum(r["size"] for r in m["ranges"])
+    # and test_kho owns each of its folios (the sub-node's own list)
+    rc, out, _ = run(capsys, "fdt", "--sample", sample, "--json")
+    folios = next(s for s in json.loads(out)["subnodes"]
+                  if s["name"] == "kho_test")["content"]["folios"]
+    owned = {(r["phys"] + i * (PAGE << r["order"]), r["order"]): r["owner"]
+             for r in doc["ranges"] for i in range(r["count"])}
+    for f in folios:
+        assert owned.get((f["phys"], f["order"])) == "kho_test", f
+
+
+def test_map_owners_column(capsys):
+    rc, out, _ = run(capsys, "map", "--sample", "7.3", "--owners", "--json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert all("owner" in r for r in doc["ranges"])
+    rc, out, _ = run(capsys, "map", "--sample", "7.3", "--owners")
+    assert "kexec-metadata" in out and "owner" in out
+    assert max(len(ln) for ln in out.splitlines()) <= 79
+
+
+@pytest.mark.parametrize("sample, nxt, ids", [
+    # 6.17 writes 512-byte bitmaps, 6.18 reads 4096-byte ones (both
+    # "kho-v1"); test_kho's folios_info changed form too
+    ("6.17", "6.18.15", {"next-bitmap", "next-client"}),
+    ("6.18", "6.17.8", {"next-bitmap", "next-client"}),
+    # 7.3 accepts only kho-v4
+    ("6.18", "7.3.4", {"next-compatible"}),
+    ("7.1", "7.3.4", {"next-compatible"}),
+    ("7.3", "6.19.11", {"next-compatible"}),
+    ("6.18", "6.19.11", set()),
+    ("7.3", "7.3.4", set()),
+])
+def test_next_kernel_on_samples(capsys, sample, nxt, ids):
+    rc, doc, _ = findings(capsys, "--sample", sample, "--next", nxt)
+    got = {f["id"] for f in doc["findings"] if f["id"].startswith("next-")}
+    assert got == ids
+    assert rc == (1 if ids & {"next-bitmap", "next-compatible"} else 0)
+    assert doc["next"] == nxt
+
+
+# -- handovers with a problem -----------------------------------------------
+
+def test_order_11_block(tmp_path, dtc, capsys):
+    p = image(tmp_path, dtc, {(0x800000, 11)})
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert rc == 0                     # a warning: reserve_mem does this
+    assert ("order", 0x800000) in ids
+    assert ("unclaimed", 0x800000) in ids
+    rc, doc, ids = findings(capsys, "--core", p, "--next", "7.1.13")
+    f = next(f for f in doc["findings"] if f["id"] == "next-order")
+    assert f["phys"] == 0x800000 and f["order"] == 11
+    assert "no order check" in f["message"]
+    p = image(tmp_path, dtc, {(0x800000, 11)}, compatible="kho-v1",
+              bitmap_bytes=4096, release="6.18.15")
+    rc, doc, ids = findings(capsys, "--core", p, "--next", "6.19.11")
+    f = next(f for f in doc["findings"] if f["id"] == "next-order")
+    assert "refuses to restore" in f["message"] and rc == 0
+
+
+def test_overlapping_blocks(tmp_path, dtc, capsys):
+    # order 1 at 0x600000 covers the order-0 block at 0x601000
+    p = image(tmp_path, dtc, {(0x600000, 1), (0x601000, 0)})
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert rc == 1 and ("overlap", 0x601000) in ids
+
+
+def test_root_fdt_not_preserved(tmp_path, dtc, capsys):
+    p = image(tmp_path, dtc, {(0x600000, 0)}, preserve_fdt=False)
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert rc == 1 and ("blob-preserved", FDT_PHYS) in ids
+
+
+def _test_kho_node(folios, phys=0x500000):
+    """6.17-style test_kho FDT: inline folios_info (phys | order)."""
+    info = b"".join((p | o).to_bytes(8, "little") for p, o in folios)
+    hexb = " ".join(f"{b:02x}" for b in info)
+    le32 = " ".join(f"{b:02x}" for b in len(folios).to_bytes(4, "little"))
+    # raw little-endian u32s, as the kernel writes them (not FDT cells)
+    return (f'/dts-v1/;\n/ {{\n compatible = "kho-test-v1";\n'
+            f' magic = [21 4f 48 4b];\n data {{\n  nr_folios = '
+            f'[{le32}];\n  folios_info = [{hexb}];\n }};\n}};\n')
+
+
+def test_client_folio_missing_or_of_another_order(tmp_path, dtc, capsys):
+    blob = run_dtc(dtc, _test_kho_node(
+        [(0x600000, 2), (0x700000, 0), (0x800000, 1)]).encode())
+    sub = (f' kho_test {{ PROP = {u64le(0x500000)}; blob-size = '
+           f'{u64le(len(blob))}; }};\n')
+    # 0x600000 order 2: preserved as such; 0x700000: not preserved at all;
+    # 0x800000 order 1: preserved as two order-0 blocks
+    p = image(tmp_path, dtc, {(0x500000, 0), (0x600000, 2), (0x800000, 0),
+                              (0x801000, 0)}, subnodes=sub,
+              extra_segs=[(0x500000, blob.ljust(PAGE, b"\0"))])
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert rc == 1
+    claims = {p for i, p in ids if i == "claim-preserved"}
+    assert claims == {0x700000, 0x800000}
+    # owners: test_kho has its blob, 0x600000 and the two halves of 0x800000
+    assert doc["owners"]["kho_test"]["blocks"] == 4
+    assert "(unclaimed)" not in doc["owners"]
+
+
+def test_unknown_next_release_is_one_line(capsys):
+    rc, out, err = run(capsys, "check", "--sample", "7.3", "--next", "5.10")
+    assert rc == 2 and err.count("\n") == 1 and "5.10" in err
+
+
+def test_next_with_incoming_is_refused(capsys):
+    rc, _, err = run(capsys, "check", "--incoming", "--next", "7.3.4")
+    assert rc == 2 and "--incoming" in err
+
+
+def test_views_required_without_debug_info(capsys):
+    rc, _, err = run(capsys, "check", "--sample", "7.3", "--views",
+                     "tracker,map")
+    assert rc == 2 and "debug info" in err
+
+
+def test_views_difference_is_an_error(monkeypatch, tmp_path, dtc, capsys):
+    from kho_inspect.check.blocks import Difference
+    from kho_inspect.check.tracker_map import CheckResult, ViewRuns
+    from kho_inspect.cli import check as clic
+    p = image(tmp_path, dtc, {(0x600000, 0)})
+    res = CheckResult([ViewRuns("tracker", [], "t"), ViewRuns("map", [], "m")],
+                      [Difference("tracker", Run(0x1000, 0, 1))], [])
+    monkeypatch.setattr(clic, "_kernel_state", lambda src, args, extra: 1)
+    monkeypatch.setattr("kho_inspect.walk.layout.system_ram",
+                        lambda prog: [(0, 1 << 30)])
+    monkeypatch.setattr("kho_inspect.walk.state.scratch_areas",
+                        lambda prog: [])
+    monkeypatch.setattr("kho_inspect.check.compare_views",
+                        lambda prog, views: res)
+    rc, out, _ = run(capsys, "check", "--core", p)
+    assert rc == 1 and "only in tracker: phys 0x1000 order 0" in out
+    res.differences.clear()
+    rc, out, _ = run(capsys, "check", "--core", p)
+    assert rc == 0
+    # RAM and scratch were known: no not-checked notes about them
+    assert "not-checked" not in out
+
+
+def test_ram_and_scratch(monkeypatch, tmp_path, dtc, capsys):
+    from kho_inspect.check.tracker_map import CheckResult
+    from kho_inspect.cli import check as clic
+    from kho_inspect.walk.state import ScratchArea
+    p = image(tmp_path, dtc, {(0x600000, 0), (0x10000000, 0)})
+    monkeypatch.setattr(clic, "_kernel_state", lambda src, args, extra: 1)
+    # RAM ends at 256 MiB: 0x10000000 is outside; scratch covers 0x600000
+    monkeypatch.setattr("kho_inspect.walk.layout.system_ram",
+                        lambda prog: [(0, 0x10000000)])
+    monkeypatch.setattr("kho_inspect.walk.state.scratch_areas",
+                        lambda prog: [ScratchArea(0, 0x400000, 0x400000),
+                                      ScratchArea(1, 0x700000, 0x300000)])
+    monkeypatch.setattr("kho_inspect.check.compare_views",
+                        lambda prog, views: CheckResult([], [], []))
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert rc == 1
+    assert ("ram", 0x10000000) in ids and ("scratch", 0x600000) in ids
+    # 0x700000 + 3 MiB is not 2 MiB-aligned in size; the areas overlap
+    sl = [f for f in doc["findings"] if f["id"] == "scratch-list"]
+    assert {f["phys"] for f in sl} == {0x700000}
+    assert len(sl) == 2
+
+
+# -- pure parts ---------------------------------------------------------------
+
+def test_attribute_by_hand():
+    cl = [Claim(0x1000, 0x1000, "a", "x"), Claim(0x1800, 0x2000, "b", "y"),
+          Claim(0x10000, 0x100, "c", "z")]
+    got = attribute([(0x0, 0, 8), (0x10000, 4, 2)], cl)
+    assert [(o.run, o.owners) for o in got] == [
+        (Run(0x0, 0, 1), ()),
+        (Run(0x1000, 0, 1), ("a", "b")),     # 0x1800 lies in this page
+        (Run(0x2000, 0, 2), ("b",)),         # b ends at 0x3800
+        (Run(0x4000, 0, 4), ()),
+        (Run(0x10000, 4, 1), ("c",)),
+        (Run(0x20000, 4, 1), ()),
+    ]
+
+
+def test_attribute_keeps_a_huge_unclaimed_run_whole():
+    got = attribute([(0x100000000, 0, 1 << 20)], [])
+    assert [(o.run, o.owners) for o in got] == [
+        (Run(0x100000000, 0, 1 << 20), ())]
+
+
+def test_uncovered_by_hand():
+    cl = [Claim(0x1000, 0x3000, "a", "x")]
+    assert [(s, e) for _, s, e in uncovered(cl, [(0x2000, 0, 1)])] == [
+        (0x1000, 0x2000), (0x3000, 0x4000)]
+    assert uncovered(cl, [(0x0, 2, 1)]) == []        # 0x0-0x4000
+
+
+def test_release_of_bzimage_and_vmlinux(tmp_path):
+    bz = bytearray(0x1000)
+    bz[0x202:0x206] = b"HdrS"
+    bz[0x20E:0x210] = (0x300).to_bytes(2, "little")   # string at 0x500
+    bz[0x500:0x520] = b"7.3.4 (root@host) #1 SMP\0"
+    (tmp_path / "bz").write_bytes(bytes(bz))
+    assert release_of_image(str(tmp_path / "bz")) == "7.3.4"
+    elf = b"\x7fELF" + b"\0" * 100 + b"Linux version 6.18.15 (gcc) #1\0"
+    (tmp_path / "vmlinux").write_bytes(elf)
+    assert release_of_image(str(tmp_path / "vmlinux")) == "6.18.15"
+    (tmp_path / "junk").write_bytes(b"junk")
+    with pytest.raises(KhoError, match="neither a bzImage"):
+        release_of_image(str(tmp_path / "junk"))
+
+
+def test_next_vmlinux_on_cli(tmp_path, capsys):
+    elf = b"\x7fELF" + b"\0" * 100 + b"Linux version 7.3.4 (gcc) #1\0"
+    (tmp_path / "vmlinux").write_bytes(elf)
+    rc, doc, ids = findings(capsys, "--sample", "6.18", "--next-vmlinux",
+                            str(tmp_path / "vmlinux"))
+    assert rc == 1 and doc["next"] == "7.3.4"
+    assert ("next-compatible", None) in ids
