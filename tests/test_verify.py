@@ -10,14 +10,18 @@ import pytest
 
 from conftest import run_dtc
 from helpers import PAGE, kho_dts, mem
+from walk_synth import SynthKernel, built_kernels
+from kho_inspect.abi.common import KHO_PAGE_MAGIC
 from kho_inspect.check.verify import (INCOMING, NOT_RECEIVED, SAME_KERNEL,
-                                      Evidence, classify)
+                                      Evidence, classify, verify)
 from kho_inspect.cli import main
 from kho_inspect.errors import KhoError
 from kho_inspect.image import (BlockHashes, ImageHashes, chunk_spans,
-                               hash_span, read_image_hashes, read_image_meta,
-                               validate_hashes, write_image)
+                               hash_blocks, hash_span, read_image_hashes,
+                               read_image_meta, validate_hashes, write_image)
+from kho_inspect.memory import PhysMemory
 from kho_inspect.ranges import Run
+from kho_inspect.walk import incoming as inc
 from test_decode import radix_hand_map
 
 MiB = 1 << 20
@@ -281,3 +285,106 @@ def test_unreadable_memmap_and_content_are_unknown():
                                   unscanned=[(0x1200000, 0x1201000)]), now)
     assert (0x1000000, "unknown", None) in got        # content unreadable
     assert (0x1200000, "unknown", True) in got        # marker unreadable
+
+
+# -- end to end over a synthetic kernel (real DWARF, hand-made memory) --------
+
+SYNTH = built_kernels()
+#: Blocks preserved in the synthetic kernels, with their contents.
+SBLOCKS = [(0x20000000, 0), (0x20001000, 0), (0x20004000, 2)]
+#: Not in the image: marked in the next kernel all the same.
+SEXTRA = (0x20010000, 0)
+
+
+def _synth(release, tmp_path, dtc):
+    """A kernel whose outgoing tracker and FDT hold SBLOCKS, filled with
+    content; returns (kernel, image meta, image hashes)."""
+    from releases import release as abi_release
+    k = SynthKernel(SYNTH[release], str(tmp_path), release)
+    gen = abi_release(release).generation
+    k.preserve(SBLOCKS)
+    if gen == "kho-v1":
+        k.set_finalized(True)
+        import drgn
+        from abi_encode import encode_v1
+        nbytes = drgn.sizeof(k.prog.type("struct kho_mem_phys_bits"))
+        segs, mphys = encode_v1(SBLOCKS, nbytes, base=0x70000000)
+        for phys, data in segs:
+            k.write_phys(phys, data)
+    else:
+        from walk_synth import PAGE_OFFSET
+        mphys = k.prog["kho_out"].radix_tree.root.value_() - PAGE_OFFSET
+    fdt = k.set_fdt(run_dtc(dtc, kho_dts(gen, mphys)))
+    k.mphys = mphys
+    for i, (phys, order) in enumerate(SBLOCKS):
+        k.write_phys(phys, pattern(PAGE << order, i))
+    k.zero("kho_in")
+    hashes = hash_blocks(PhysMemory(k.prog, "synthetic"),
+                         [(p, o) for p, o in SBLOCKS])
+    return k, {"fdt_phys": fdt, "release": release}, hashes
+
+
+def _states(res):
+    return {(v.phys, v.order): v.state for v in res.blocks}
+
+
+@pytest.mark.skipif(not SYNTH, reason="no built kernel in the vmtest cache")
+@pytest.mark.parametrize("release", sorted(SYNTH))
+def test_verify_in_the_capturing_kernel(release, tmp_path, dtc):
+    k, meta, hashes = _synth(release, tmp_path, dtc)
+    res = verify(k.prog, meta, hashes)
+    assert res.mode == SAME_KERNEL and res.ok
+    assert set(_states(res).values()) == {"intact"}
+    k.write_phys(0x20004000 + 3 * PAGE, b"\xff" * 64)     # last page of it
+    k.preserve(SBLOCKS[1:])                               # first unpreserved
+    res = verify(k.prog, meta, hashes)
+    assert _states(res) == {(0x20000000, 0): "lost",
+                            (0x20001000, 0): "intact",
+                            (0x20004000, 2): "corrupted"}
+    assert not res.ok
+
+
+@pytest.mark.skipif(not SYNTH, reason="no built kernel in the vmtest cache")
+@pytest.mark.parametrize("release", sorted(SYNTH))
+def test_verify_in_the_next_kernel(release, tmp_path, dtc, monkeypatch):
+    k, meta, hashes = _synth(release, tmp_path, dtc)
+    k.set_fdt(b"")                  # this kernel's own outgoing FDT elsewhere
+    k.set_u64("kho_in", meta["fdt_phys"], "fdt_phys")
+    magic = inc.has_page_magic(k.prog)
+    lo, hi = 0x20000, 0x20020
+    k.memmap(lo, hi)
+    # first block still marked, second corrupted while marked, third
+    # restored (marker cleared), and one marked block the image lacks
+    for phys, order in (SBLOCKS[0], SBLOCKS[1], SEXTRA):
+        k.page_private(phys >> 12, (KHO_PAGE_MAGIC << 32 if magic else 0)
+                       | order)
+    k.write_phys(0x20001000, b"\0" * 64)
+    monkeypatch.setattr("kho_inspect.walk.preserved_markers",
+                        lambda prog, max_pages=None: inc.scan_markers(
+                            prog, [(lo, hi)], "test", magic=magic))
+    res = verify(k.prog, meta, hashes, image_map=k.mphys)
+    assert res.mode == INCOMING
+    if not magic:
+        # 6.16/6.17: bare orders; preserved and restored cannot be told
+        assert set(_states(res).values()) == {"unknown"}
+        assert [v.phys for v in res.blocks if v.matches is False] == \
+            [0x20001000]
+        return
+    assert res.evidence["map_same"] is True
+    assert verify(k.prog, meta, hashes, image_map=k.mphys + PAGE
+                  ).evidence["map_same"] is False
+    assert _states(res) == {(0x20000000, 0): "intact",
+                            (0x20001000, 0): "corrupted",
+                            (0x20004000, 2): "restored",
+                            SEXTRA: "extra"}
+    assert [v.matches for v in res.blocks if v.state == "restored"] == [True]
+
+
+@pytest.mark.skipif(not SYNTH, reason="no built kernel in the vmtest cache")
+def test_verify_in_an_unrelated_kernel(tmp_path, dtc):
+    k, meta, hashes = _synth(sorted(SYNTH)[-1], tmp_path, dtc)
+    k.set_fdt(b"")                  # another outgoing FDT, not a KHO boot
+    res = verify(k.prog, meta, hashes)
+    assert res.mode == NOT_RECEIVED
+    assert set(_states(res).values()) == {"lost"}
+    assert "not booted through a KHO kexec" in res.notes[0]
