@@ -179,3 +179,198 @@ def incoming_state(prog: drgn.Program) -> IncomingState:
         except AttributeError:
             pass
     return st
+
+
+# -- scratch accounting: what /proc/meminfo shows of the scratch areas -------
+
+#: Free blocks walked at most on the MIGRATE_CMA free lists (4M blocks: 16
+#: GiB of order-0 pages, 16 TiB of order-10 blocks).
+MAX_FREE_BLOCKS = 1 << 22
+
+
+def kernel_page_size(prog: drgn.Program) -> int:
+    """``PAGE_SIZE`` in bytes (4096 when drgn cannot say)."""
+    try:
+        return prog["PAGE_SIZE"].value_()
+    except (KeyError, LookupError):
+        return 4096
+
+
+def total_ram_pages(prog: drgn.Program) -> int:
+    """``totalram_pages()``, the pages the buddy allocator manages: what
+    ``/proc/meminfo`` prints as MemTotal (it includes the scratch areas once
+    they are released).
+
+    :returns: a page count.
+    """
+    with reading(prog, "_totalram_pages"):
+        try:
+            # atomic_long_t since Linux 5.0 (ca79b0c211af, "mm: convert
+            # totalram_pages and totalhigh_pages variables to atomic")
+            return prog["_totalram_pages"].counter.value_()
+        except KeyError:
+            return prog["totalram_pages"].value_()    # before 5.0
+
+
+def cma_total_pages(prog: drgn.Program) -> int | None:
+    """``totalcma_pages`` (mm/cma.c or mm/show_mem.c): the pages of real CMA
+    reservations, /proc/meminfo's CmaTotal. KHO's scratch areas are not
+    counted there.
+
+    :returns: a page count, or None when the kernel has no CONFIG_CMA
+        (then /proc/meminfo has no Cma lines).
+    """
+    try:
+        obj = prog["totalcma_pages"]
+    except KeyError:
+        return None
+    with reading(prog, "totalcma_pages"):
+        return obj.value_()
+
+
+def cma_free_pages(prog: drgn.Program) -> int | None:
+    """``global_zone_page_state(NR_FREE_CMA_PAGES)``: the free pages in
+    MIGRATE_CMA pageblocks, /proc/meminfo's CmaFree (the global counter,
+    without the per-cpu deltas not folded in yet, as meminfo reads it).
+
+    :returns: a page count (negative transients read as 0, as the kernel
+        does), or None when ``NR_FREE_CMA_PAGES`` is not in the DWARF.
+    """
+    try:
+        item = prog["NR_FREE_CMA_PAGES"].value_()
+        stat = prog["vm_zone_stat"]
+    except KeyError:
+        return None
+    with reading(prog, "vm_zone_stat[NR_FREE_CMA_PAGES]"):
+        return max(stat[item].counter.value_(), 0)
+
+
+@dataclasses.dataclass
+class FreeWalk:
+    """Free blocks found on the buddy allocator's free lists of one
+    migratetype."""
+
+    blocks: list[tuple[int, int]]     # (pfn, order)
+    lists: int                        # free lists walked
+    truncated: bool                   # stopped at max_blocks
+    loops: int = 0                    # lists left where an entry repeated
+
+    @property
+    def pages(self) -> int:
+        return sum(1 << order for _, order in self.blocks)
+
+
+def _pgdats(prog: drgn.Program) -> list[drgn.Object]:
+    """``struct pglist_data *`` of every node: the non-NULL entries of
+    ``node_data[]`` (CONFIG_NUMA), else ``&contig_page_data``."""
+    try:
+        nd = prog["node_data"]
+    except KeyError:
+        return [prog["contig_page_data"].address_of_()]
+    with reading(prog, "node_data[]"):
+        return [p for p in nd.read_() if p.value_()]
+
+
+def _buddy_member(prog: drgn.Program) -> str:
+    """The ``struct page`` member linking free blocks: ``buddy_list`` since
+    Linux 6.0 (bf75f200569d, "mm/page_alloc: add page->buddy_list and
+    page->pcp_list"), ``lru`` before."""
+    page = prog.type("struct page")
+    try:
+        drgn.offsetof(page, "buddy_list")
+        return "buddy_list"
+    except LookupError:
+        return "lru"
+
+
+def free_blocks(prog: drgn.Program, migratetype: str = "MIGRATE_CMA",
+                max_blocks: int = MAX_FREE_BLOCKS) -> FreeWalk:
+    """Walk ``zone->free_area[order].free_list[migratetype]`` of every zone
+    of every node and return the free blocks on them. Free pages on the
+    per-cpu lists (``zone->per_cpu_pageset``) are not included: the kernel
+    counts them as allocated too.
+
+    :param migratetype: an ``enum migratetype`` enumerator, looked up by
+        name (``MIGRATE_CMA`` exists only with CONFIG_CMA).
+    :returns: a :class:`FreeWalk`; ``truncated`` when more than
+        *max_blocks* blocks were found; ``loops`` counts lists left at an
+        entry seen before (corrupt, or changed while read on a live
+        kernel), their blocks up to there kept.
+    :raises KhoError: if the enumerator is missing or a list cannot be read.
+
+    >>> sum(1 << o for _, o in free_blocks(prog).blocks)
+    """
+    from drgn.helpers.linux.mm import page_to_pfn
+    try:
+        mt = prog[migratetype].value_()
+    except KeyError:
+        raise KhoError(f"the kernel has no {migratetype} (no CONFIG_CMA)") \
+            from None
+    off = drgn.offsetof(prog.type("struct page"), _buddy_member(prog))
+    page_ptr = prog.type("struct page *")
+    blocks: list[tuple[int, int]] = []
+    lists = loops = 0
+    with reading(prog, f"the {migratetype} free lists"):
+        for pgdat in _pgdats(prog):
+            zones = pgdat.node_zones
+            for z in range(len(zones)):
+                zone = zones[z]
+                if not zone.present_pages.value_():
+                    continue
+                for order in range(len(zone.free_area)):
+                    head = zone.free_area[order].free_list[mt].address_
+                    lists += 1
+                    nxt = prog.read_word(head)
+                    seen = set()
+                    while nxt and nxt != head:
+                        if nxt in seen:
+                            loops += 1
+                            break
+                        seen.add(nxt)
+                        if len(blocks) >= max_blocks:
+                            return FreeWalk(blocks, lists, True, loops)
+                        pfn = page_to_pfn(drgn.Object(prog, page_ptr,
+                                                      nxt - off))
+                        blocks.append((pfn.value_(), order))
+                        nxt = prog.read_word(nxt)
+    return FreeWalk(blocks, lists, False, loops)
+
+
+def bin_free_blocks(blocks, areas, page_size: int = 4096
+                    ) -> tuple[list[int], int]:
+    """Share free blocks out among scratch areas.
+
+    :param blocks: ``(pfn, order)`` free blocks.
+    :param areas: ``(addr, size)`` of each area, in bytes.
+    :returns: ``(free bytes inside each area, free bytes outside every
+        area)``. A block straddling two adjacent areas (the buddy allocator
+        merges neighbouring MIGRATE_CMA pageblocks) is split between them.
+    """
+    free = [0] * len(areas)
+    outside = 0
+    spans = sorted((a, a + s, i) for i, (a, s) in enumerate(areas) if s)
+    for pfn, order in blocks:
+        start = pfn * page_size
+        end = start + (page_size << order)
+        inside = 0
+        for a, b, i in spans:
+            n = min(end, b) - max(start, a)
+            if n > 0:
+                free[i] += n
+                inside += n
+        outside += (end - start) - inside
+    return free, outside
+
+
+def cma_mismatch(cma_free: int | None, cma_total: int | None,
+                 scratch_bytes: int) -> bool:
+    """The /proc/meminfo puzzle: CmaFree larger than CmaTotal (CmaTotal is
+    often 0) while KHO scratch areas exist. Free pages of real CMA
+    reservations never exceed CmaTotal, so the excess is MIGRATE_CMA memory
+    of another origin: KHO's scratch areas (docs/abi.md section 3.4).
+
+    :returns: True when status should explain it.
+    """
+    if cma_free is None or not scratch_bytes:
+        return False
+    return cma_free > 0 and cma_free > (cma_total or 0)

@@ -16,8 +16,10 @@ from ..ranges import coalesce, totals_by_order
 from ._read import direct_map_base, source_name
 from .fdt import outgoing_fdt_phys
 from .incoming import DEFAULT_SCAN_PAGES, preserved_markers
-from .state import (incoming_state, kexec_image_kho, kho_enabled,
-                    require_kho_boot, scratch_areas)
+from .state import (bin_free_blocks, cma_free_pages, cma_mismatch,
+                    cma_total_pages, free_blocks, incoming_state,
+                    kernel_page_size, kexec_image_kho, kho_enabled,
+                    require_kho_boot, scratch_areas, total_ram_pages)
 from .tracker import RADIX, outgoing_tracker
 
 
@@ -132,7 +134,73 @@ def status_view(prog: drgn.Program) -> dict:
     except KhoError as e:
         doc["incoming"] = None
         probs.append(f"incoming: {e}")
+    if doc["scratch"]:
+        doc["scratch_accounting"] = _scratch_accounting(prog, doc)
+    else:
+        doc["scratch_accounting"] = None
     return doc
+
+
+def _scratch_accounting(prog: drgn.Program, doc: dict) -> dict:
+    """How much of the scratch areas of ``doc["scratch"]`` is in use, and
+    what /proc/meminfo shows of them: ``areas`` (per area, in array order:
+    ``index``, ``free``, ``in_use``, ``ram_percent``), ``ram`` (MemTotal,
+    ``_totalram_pages``), ``cma_total`` and ``cma_free`` (CmaTotal,
+    CmaFree; None without CONFIG_CMA), ``scratch_size``, ``scratch_free``,
+    the free-list walk (``walk``: MIGRATE_CMA blocks, ``outside_scratch``
+    bytes, ``truncated``), ``origin`` and ``mismatch`` (CmaFree > CmaTotal
+    with scratch present). Sizes in bytes; figures that could not be read
+    are None, and why goes to ``doc["problems"]``. Kept apart from
+    ``doc["scratch"]``: these figures move while the kernel runs."""
+    probs = doc["problems"]
+    areas = doc["scratch"]
+    ps = kernel_page_size(prog)
+    acc: dict = {"page_size": ps, "ram": None,
+                 "ram_source": "MemTotal (_totalram_pages)",
+                 "cma_total": None, "cma_free": None, "walk": None,
+                 "scratch_size": sum(a["size"] for a in areas),
+                 "scratch_free": None, "mismatch": False,
+                 "origin": ("the previous kernel (kho_in.scratch_phys)"
+                            if (doc.get("incoming") or {}).get("kho_boot")
+                            else "this kernel, at boot")}
+    per = [{"index": a["index"], "free": None, "in_use": None,
+            "ram_percent": None} for a in areas]
+    acc["areas"] = per
+    try:
+        acc["ram"] = total_ram_pages(prog) * ps
+        total = cma_total_pages(prog)
+        free = cma_free_pages(prog)
+        acc["cma_total"] = None if total is None else total * ps
+        acc["cma_free"] = None if free is None else free * ps
+    except KhoError as e:
+        probs.append(f"scratch accounting: {e}")
+    for a, p in zip(areas, per):
+        if acc["ram"]:
+            p["ram_percent"] = round(100 * a["size"] / acc["ram"], 2)
+    try:
+        w = free_blocks(prog)
+    except KhoError as e:
+        probs.append(f"scratch accounting: {e}")
+    else:
+        inside, outside = bin_free_blocks(
+            w.blocks, [(a["addr"], a["size"]) for a in areas], ps)
+        for a, p, f in zip(areas, per, inside):
+            p["free"], p["in_use"] = f, a["size"] - f
+        acc["scratch_free"] = sum(inside)
+        acc["walk"] = {"migratetype": "MIGRATE_CMA", "lists": w.lists,
+                       "blocks": len(w.blocks), "free": w.pages * ps,
+                       "outside_scratch": outside,
+                       "truncated": w.truncated, "loops": w.loops}
+        if w.truncated:
+            probs.append(f"scratch accounting: free-list walk stopped after "
+                         f"{len(w.blocks)} blocks: free figures are too low")
+        if w.loops:
+            probs.append(f"scratch accounting: {w.loops} free list(s) "
+                         "repeat an entry (changed while read, or corrupt): "
+                         "free figures are approximate")
+    acc["mismatch"] = cma_mismatch(acc["cma_free"], acc["cma_total"],
+                                   acc["scratch_size"])
+    return acc
 
 
 def incoming_view(prog: drgn.Program, *,
