@@ -378,3 +378,31 @@ def test_lines_needed_and_the_smallest_cell():
         assert lines_needed(areas, c) <= 24
         assert c == 4096 or lines_needed(areas, c // 2) > 24
     smallest()
+
+
+def test_clip_to_a_window():
+    from kho_inspect.cli.picture import clip
+    areas = [Area(0, 1 << 30, "ram"), pres(0x200000, 9, 4),   # 4 x 2 MiB
+             Area(0x900000, 0xa00000, "scratch")]
+    got = clip(areas, 0x500000, 0x980000)
+    assert got == [Area(0x500000, 0x980000, "ram"),
+                   # blocks 1 (0x400000-0x600000) to 3 (0x800000-0xa00000)
+                   Area(0x500000, 0xa00000 - 0x20000 - 0x60000, "preserved",
+                        order=9, count=3),
+                   Area(0x900000, 0x980000, "scratch")]
+
+
+def test_range_option(capsys):
+    rc, out, err = run(capsys, "picture", "--sample", "7.3", "--json",
+                       "--range", "0x3000000-0x3400000")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["range"] == [0x3000000, 0x3400000]
+    # map --sample 7.3: the one order-10 block at 0x3000000 fills it
+    assert [(r["start"], r["end"], r["order"]) for r in doc["ranges"]] == \
+        [(0x3000000, 0x3400000, 10)]
+    assert doc["preserved"]["bytes"] == 4 * MiB
+    rc, out, err = cli("picture", "--sample", "--range", "9-3")
+    one_line_error(rc, out, err, "--range")
+    one_line_error(*run(capsys, "picture", "--sample", "--range",
+                        "0-0x1000"), "nothing known")

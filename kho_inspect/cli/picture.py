@@ -31,6 +31,7 @@ examples:
   kho-inspect picture                      # the running kernel (root)
   kho-inspect picture --sample 7.3         # a bundled handover image
   kho-inspect picture -o memory.svg        # the same cells as SVG
+  kho-inspect picture --range 0x2000000-0x4000000   # zoom in
   kho-inspect picture --core vmcore -s vmlinux --json
 """
 
@@ -236,6 +237,22 @@ def legend(areas, rows) -> list[dict]:
     return out
 
 
+def clip(areas, lo: int, hi: int) -> list[Area]:
+    """The parts of *areas* inside [lo, hi); a preserved run keeps the
+    blocks that overlap the window (its ``count`` says how many)."""
+    out = []
+    for a in areas:
+        s, e = max(a.start, lo), min(a.end, hi)
+        if s >= e:
+            continue
+        if a.kind == "preserved" and (s, e) != (a.start, a.end):
+            block = (a.end - a.start) // a.count
+            first, last = (s - a.start) // block, (e - 1 - a.start) // block
+            a = dataclasses.replace(a, count=last - first + 1)
+        out.append(dataclasses.replace(a, start=s, end=e))
+    return out
+
+
 def _union(ranges) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for s, e in sorted(ranges):
@@ -331,9 +348,11 @@ def picture_text(doc: dict) -> str:
             + (f", kernel {doc['release']}" if doc["release"] else "")
             + f": 1 cell = {human_size(doc['cell_bytes'])}, 1 row = "
             f"{human_size(doc['row_bytes'])}")
-    out = textwrap.wrap(head, WIDTH, subsequent_indent="  ")
+    out = textwrap.wrap(head, WIDTH, subsequent_indent="  ",
+                        break_on_hyphens=False)
     for n in doc["notes"]:
-        out += textwrap.wrap(f"note: {n}", WIDTH, subsequent_indent="  ")
+        out += textwrap.wrap(f"note: {n}", WIDTH, subsequent_indent="  ",
+                             break_on_hyphens=False)
     out.append("")
     for r in doc["rows"]:
         if r.get("gap"):
@@ -372,7 +391,8 @@ def picture_svg(doc: dict) -> str:
     y, body = 4, []
     for n, text in enumerate([_title(doc)] + [f"note: {n}"
                                               for n in doc["notes"]]):
-        for line in textwrap.wrap(text, chars, subsequent_indent="  "):
+        for line in textwrap.wrap(text, chars, subsequent_indent="  ",
+                                  break_on_hyphens=False):
             y += 16
             body.append(f'<text x="16" y="{y}" class="'
                         f'{"note" if n else "title"}">{escape(line)}</text>')
@@ -509,10 +529,20 @@ def cmd_picture(args) -> int:
         notes.insert(0, f"System RAM and scratch areas unknown for this "
                      f"source ({why}): drawn from the lowest to the highest "
                      "preserved or handover address")
+    window = None
+    if args.range:
+        window = list(args.range)
+        areas = clip(areas, *window)
+        if not areas:
+            raise KhoError(f"--range {hexa(window[0])}-{hexa(window[1])}: "
+                           "nothing known in it (no RAM, preserved or "
+                           "handover memory)")
+        notes.append(f"only {hexa(window[0])}-{hexa(window[1])} (--range): "
+                     "the legend counts what lies inside it")
     doc = picture_json(areas, source=src.description, release=src.release(),
                        ram_known=ram_known, notes=notes,
                        extra={"generation": h.generation,
-                              "fdt_source": root.origin})
+                              "fdt_source": root.origin, "range": window})
     if args.output:
         svg = picture_svg(doc)
         write_text_file(args.output, svg)
@@ -524,6 +554,19 @@ def cmd_picture(args) -> int:
     else:
         emit(args, doc, picture_text(doc))
     return 0
+
+
+def _window(text: str) -> tuple[int, int]:
+    """``START-END`` (numbers as Python spells them: 0x..., decimal)."""
+    try:
+        lo, hi = (int(x, 0) for x in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not START-END (e.g. 0x2000000-0x4000000): {text!r}") from None
+    if not 0 <= lo < hi <= 1 << 64:
+        raise argparse.ArgumentTypeError(
+            f"not a range of physical addresses, START < END: {text!r}")
+    return lo, hi
 
 
 def register(sub) -> None:
@@ -540,6 +583,9 @@ def register(sub) -> None:
                    choices=v1.BITMAP_BYTES_CHOICES,
                    help="kho-v1 bitmap size, when neither the image, the "
                         "DWARF nor the kernel release tells")
+    p.add_argument("--range", type=_window, metavar="START-END",
+                   help="draw only physical addresses [START, END) (zoom "
+                        "in: the cell size follows the window)")
     p.add_argument("-o", "--output", metavar="FILE.svg",
                    help="write the picture as SVG to FILE.svg instead")
     p.set_defaults(func=cmd_picture)
