@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VMTESTS = ROOT / "vmtests"
 GUEST = VMTESTS / "guest"
-SCENARIOS = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"]
+SCENARIOS = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9"]
 
 # What the fake kernel preserved: test_kho's folios (and its FDT folio),
 # plus a block of another client at 0x2000000.
@@ -88,17 +88,20 @@ def _load(name: str, path: Path):
 
 @pytest.fixture
 def rig(monkeypatch):
-    """(vmtests/run, stage, walker_checks, trace_checks) modules, imported
-    fresh."""
+    """(vmtests/run, stage, walker_checks, trace_checks, check_checks,
+    verify_checks) modules, imported fresh."""
     monkeypatch.syspath_prepend(str(GUEST))
     monkeypatch.syspath_prepend(str(VMTESTS))
-    for name in ("stage", "walker_checks", "trace_checks"):
+    for name in ("stage", "walker_checks", "trace_checks", "check_checks",
+                 "verify_checks"):
         monkeypatch.delitem(sys.modules, name, raising=False)
+    import check_checks
     import stage
     import trace_checks
+    import verify_checks
     import walker_checks
     return (_load("vmtests_run", VMTESTS / "run"), stage, walker_checks,
-            trace_checks)
+            trace_checks, check_checks, verify_checks)
 
 
 def elf_with_hole() -> bytes:
@@ -124,7 +127,8 @@ def stand_in_cli(where: Path, main: str) -> Path:
 def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     """vmtests/run main() on one fake kernel; returns (exit status,
     {scenario: (status, reason)})."""
-    run_mod, stage, walker_checks, trace_checks = rig
+    run_mod, stage, walker_checks, trace_checks, check_checks, \
+        verify_checks = rig
     debugfs = tmp_path / "debugfs"
     (debugfs / "in" / "sub_fdts").mkdir(parents=True)
     (debugfs / "in" / "fdt").write_bytes(b"\xd0\x0d\xfe\xed stand-in")
@@ -148,6 +152,11 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
         "status": "pass", "reason": "stand-in walker checks"})
     monkeypatch.setattr(trace_checks, "run", lambda results, stage: {
         "status": "pass", "reason": "stand-in tracer checks"})
+    monkeypatch.setattr(check_checks, "run", lambda results, stage: {
+        "status": "pass", "reason": "stand-in check checks"})
+    monkeypatch.setattr(verify_checks, "run", lambda results, stage: {
+        "status": "pass", "reason": "stand-in verify checks"},
+        raising=False)
     # the guest runs `python3 -m kho_inspect` from its cwd and PYTHONPATH
     monkeypatch.chdir(guest_cli)
     monkeypatch.setenv("PYTHONPATH", str(guest_cli))
@@ -250,7 +259,8 @@ def test_broken_host_cli_fails_s3_and_s4(rig, monkeypatch, tmp_path):
     rc, verdicts = run_rig(rig, monkeypatch, tmp_path, good, bad)
     assert {s: v[0] for s, v in verdicts.items()} == {
         "S1": "pass", "S2": "pass", "S3": "fail", "S4": "fail",
-        "S5": "pass", "S6": "pass", "S7": "fail"}, verdicts
+        "S5": "pass", "S6": "pass", "S7": "fail", "S8": "pass",
+        "S9": "pass"}, verdicts
     assert "CLI broken on the host" in verdicts["S3"][1]
     assert "CLI broken on the host" in verdicts["S7"][1]
     assert "CLI broken on the host" in verdicts["S4"][1]

@@ -171,7 +171,10 @@ def same(view: str, live: dict, got: dict) -> tuple[str | None, list]:
         keys = ["ranges"] + (["generation", "map_phys", "bitmap_bytes"]
                              if view == "map" else ["layout", "finalized"])
     else:                       # the whole document, but for its source
-        keys = sorted((set(live) | set(got)) - {"source", "problems"})
+        # (check: where the FDT was read differs too: debugfs live,
+        # kho_out.fdt in a dump)
+        keys = sorted((set(live) | set(got))
+                      - {"source", "fdt_source", "problems"})
     diff = [k for k in keys if live.get(k) != got.get(k)]
     if diff:
         return f"{view}: {', '.join(diff)} differ from the live view", lines

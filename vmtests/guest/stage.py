@@ -264,7 +264,7 @@ def stage1(args: dict) -> None:
     res = {"stage": 1, "uname": os.uname().release, "scenarios": {},
            "timings": {}}
     sc = res["scenarios"]
-    want = set(args.get("scen", "S1,S2,S3,S4,S5,S6").split(","))
+    want = set(args.get("scen", "S1,S2,S3,S4,S5,S6,S8,S9").split(","))
     (RESULTS / "dmesg-stage1-boot.txt").write_text(dmesg())
     write_json("stage1.json", res)
 
@@ -424,6 +424,18 @@ def stage1(args: dict) -> None:
         sc["S5"] = walker_scenario(broken)
         write_json("stage1.json", res)
 
+    # ---- S8 (stage-1 half): check against the module's list; it plans
+    # which item stage 2 leaves unrestored
+    if "S8" in want:
+        sc["S8"] = check_scenario(1, broken)
+        write_json("stage1.json", res)
+
+    # ---- S9 (stage-1 half): capture --hashes, then scribble on one item;
+    # last, so that nothing else reads the changed block
+    if "S9" in want:
+        sc["S9"] = verify_scenario(1, broken)
+        write_json("stage1.json", res)
+
     # ---- S2: kexec into the same kernel, stage 2
     if "S2" not in want:
         (RESULTS / "dmesg-stage1.txt").write_text(dmesg())
@@ -542,9 +554,18 @@ def stage2(args: dict) -> None:
     if "S5" in set(args.get("scen", "S5").split(",")):
         res["scenarios"]["S5"] = walker_scenario(broken)
         write_json("stage2.json", res)
+    want = set(args.get("scen", "S5,S6,S8,S9").split(","))
+    # S9 before the module restores: the scribbled block is still preserved
+    if "S9" in want:
+        res["scenarios"]["S9"] = verify_scenario(2, broken)
+        write_json("stage2.json", res)
     # S6 after S5: the module's restores change the markers S5 reads
-    if "S6" in set(args.get("scen", "S6").split(",")):
+    if "S6" in want:
         res["scenarios"]["S6"] = trace_scenario(2, broken)
+        write_json("stage2.json", res)
+    # S8 after the module restored all but the planned item
+    if "S8" in want:
+        res["scenarios"]["S8"] = check_scenario(2, broken)
     write_json("stage2.json", res)
 
 
@@ -559,6 +580,20 @@ def trace_scenario(stage: int, cli_broken_why: str | None) -> dict:
     kho_workload module) in this stage."""
     return _checks(f"trace (stage {stage})", "trace_checks", (RESULTS, stage),
                    cli_broken_why)
+
+
+def check_scenario(stage: int, cli_broken_why: str | None) -> dict:
+    """S8: run vmtests/guest/check_checks.py (``check`` against the
+    kho_workload module's list and the kernel's own restores)."""
+    return _checks(f"check (stage {stage})", "check_checks",
+                   (RESULTS, stage), cli_broken_why)
+
+
+def verify_scenario(stage: int, cli_broken_why: str | None) -> dict:
+    """S9: capture --hashes and a scribbled block (stage 1), ``verify``
+    naming exactly that block (stage 2): vmtests/guest/verify_checks.py."""
+    return _checks(f"verify (stage {stage})", "verify_checks",
+                   (RESULTS, stage), cli_broken_why)
 
 
 def _checks(label: str, module: str, args: tuple,
