@@ -300,17 +300,21 @@ def free_blocks(prog: drgn.Program, migratetype: str = "MIGRATE_CMA",
 
     >>> sum(1 << o for _, o in free_blocks(prog).blocks)
     """
-    from drgn.helpers.linux.mm import page_to_pfn
+    from drgn.helpers.linux.mm import pfn_to_page
     try:
         mt = prog[migratetype].value_()
     except KeyError:
         raise KhoError(f"the kernel has no {migratetype} (no CONFIG_CMA)") \
             from None
-    off = drgn.offsetof(prog.type("struct page"), _buddy_member(prog))
-    page_ptr = prog.type("struct page *")
+    page_t = prog.type("struct page")
+    off = drgn.offsetof(page_t, _buddy_member(prog))
+    size = drgn.sizeof(page_t)
     blocks: list[tuple[int, int]] = []
     lists = loops = 0
     with reading(prog, f"the {migratetype} free lists"):
+        # the memmap is linear for drgn (vmemmap, or mem_map on FLATMEM):
+        # pfn = (page - page of pfn 0) / sizeof(struct page)
+        page0 = pfn_to_page(prog, 0).value_()
         for pgdat in _pgdats(prog):
             zones = pgdat.node_zones
             for z in range(len(zones)):
@@ -329,9 +333,7 @@ def free_blocks(prog: drgn.Program, migratetype: str = "MIGRATE_CMA",
                         seen.add(nxt)
                         if len(blocks) >= max_blocks:
                             return FreeWalk(blocks, lists, True, loops)
-                        pfn = page_to_pfn(drgn.Object(prog, page_ptr,
-                                                      nxt - off))
-                        blocks.append((pfn.value_(), order))
+                        blocks.append(((nxt - off - page0) // size, order))
                         nxt = prog.read_word(nxt)
     return FreeWalk(blocks, lists, False, loops)
 
