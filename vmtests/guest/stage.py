@@ -622,6 +622,9 @@ def main() -> int:
         if stage.startswith("kdump") or stage == "crash":  # S7 (kdump.py)
             import kdump
             kdump.main(args)
+        elif stage.startswith("cross"):                     # S10 (cross.py)
+            import cross
+            cross.main(args)
         else:
             (stage1 if stage == "1" else stage2)(args)
     except Exception:

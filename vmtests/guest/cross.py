@@ -1,0 +1,108 @@
+"""S10, in the guest: a KHO kexec from one kernel release into another.
+
+``stage=cross-a`` (kernel A, cold boot): the kho_workload module (A's
+build) preserves folios and a 2048-page run, kho-v1 finalizes, ``map
+--json`` records A's map, ``check --next-vmlinux /results/next-vmlinux``
+says what kernel B will do with it; then ``kexec -s -l
+/results/next-bzImage`` with ``stage=cross-b`` and ``kexec -e``.
+
+``stage=cross-b`` (kernel B, booted by A): records what B did, without
+judging: its release, the KHO and test_kho lines of dmesg, whether debugfs
+has ``in/fdt``, and ``incoming -s /results/next-vmlinux --json`` (B's own
+DWARF: /kernel is A's), whose markers the host compares with A's map.
+
+The host (vmtests/cross.py) judges: A's check must have predicted the
+incompatibility, and B's behaviour is recorded against the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path("/results")
+NEXT_BZIMAGE = RESULTS / "next-bzImage"
+NEXT_VMLINUX = RESULTS / "next-vmlinux"
+FINALIZE = Path("/sys/kernel/debug/kho/out/finalize")
+CTL = Path("/sys/kernel/debug/kho_workload/ctl")
+
+
+def log(msg: str) -> None:
+    print(f"cross: {msg}", flush=True)
+
+
+def sh(cmd, timeout=300) -> subprocess.CompletedProcess:
+    log("run: " + " ".join(map(str, cmd)))
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
+                                           f"timeout after {timeout}s")
+
+
+def cli(*args):
+    return sh([sys.executable, "-m", "kho_inspect", *args])
+
+
+def save(name: str, obj) -> None:
+    (RESULTS / name).write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def stage_a(args: dict) -> None:
+    out: dict = {"uname": os.uname().release}
+    save("cross-a.json", out)
+    r = sh(["insmod", str(RESULTS / "kho_workload.ko")])
+    out["insmod"] = r.returncode
+    if r.returncode == 0:
+        for cmd in ("folio 0 2", "folio 3 1", "pages 2048 2048"):
+            try:
+                CTL.write_text(cmd)
+            except OSError as e:
+                out.setdefault("ctl_errors", []).append(f"{cmd}: {e}")
+    if FINALIZE.exists():
+        FINALIZE.write_text("1\n")
+        out["finalized"] = True
+    r = cli("map", "--json")
+    out["map_rc"] = r.returncode
+    (RESULTS / "cross-a-map.json").write_text(r.stdout)
+    r = cli("check", "--next-vmlinux", str(NEXT_VMLINUX), "--json")
+    out["check_rc"] = r.returncode
+    out["check_stderr"] = r.stderr[-300:]
+    (RESULTS / "cross-a-check.json").write_text(r.stdout)
+    cmdline = Path("/proc/cmdline").read_text().strip()
+    new = re.sub(r"\bstage=cross-a\b", "stage=cross-b", cmdline)
+    r = sh(["kexec", "-s", "-l", str(NEXT_BZIMAGE), f"--append={new}"])
+    out["kexec_load"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
+    out["kexec_at"] = time.time()
+    save("cross-a.json", out)
+    if r.returncode:
+        return
+    os.sync()
+    r = sh(["kexec", "-e"])
+    out["kexec_e"] = f"returned rc={r.returncode}: {r.stderr[-300:]}"
+    save("cross-a.json", out)
+
+
+def stage_b(args: dict) -> None:
+    out: dict = {"uname": os.uname().release}
+    msgs = sh(["dmesg"]).stdout
+    (RESULTS / "cross-b-dmesg.txt").write_text(msgs)
+    out["kho_lines"] = [ln for ln in msgs.splitlines()
+                        if re.search(r"KHO|kho|test_kho|kexec", ln)][:40]
+    out["in_fdt"] = Path("/sys/kernel/debug/kho/in/fdt").exists()
+    r = cli("incoming", "-s", str(NEXT_VMLINUX), "--scan-limit", "0",
+            "--json")
+    out["incoming_rc"] = r.returncode
+    out["incoming_stderr"] = r.stderr.strip()[-300:]
+    (RESULTS / "cross-b-incoming.json").write_text(r.stdout)
+    save("cross-b.json", out)
+
+
+def main(args: dict) -> None:
+    (stage_a if args.get("stage") == "cross-a" else stage_b)(args)
