@@ -279,3 +279,58 @@ def test_unreadable_free_list_is_a_problem_not_a_zero(kernel):
     assert any("MIGRATE_CMA free lists" in p for p in doc["problems"])
     # meminfo's figures are still there, and still explained
     assert acc["cma_free"] == 1024 * 4096 and acc["mismatch"] is True
+
+
+# -- the guest-side check judges (vmtests/guest/scratch_checks.py) ----------------
+
+def _guest_check():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "vmtests" / "guest" / \
+        "scratch_checks.py"
+    spec = importlib.util.spec_from_file_location("scratch_checks", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _guest_doc(cma_free_kb=307200, mismatch=True, free0=100 * MiB):
+    acc = _acc(cma_free=cma_free_kb * 1024, mismatch=mismatch)
+    acc["walk"]["free"] = cma_free_kb * 1024
+    acc["areas"][0]["free"] = free0
+    return dict(_status(acc), incoming={"kho_boot": False})
+
+
+def _judge(monkeypatch, doc, meminfo_kb=(307200, 0), debugfs="same"):
+    import json
+    import subprocess
+    sc = _guest_check()
+    free, total = meminfo_kb
+    monkeypatch.setattr(sc, "meminfo", lambda: {
+        "MemTotal": 2 << 20, "CmaTotal": total, "CmaFree": free})
+    areas = [(a["addr"], a["size"]) for a in AREAS]
+    monkeypatch.setattr(sc, "debugfs_scratch",
+                        lambda: areas if debugfs == "same" else debugfs)
+
+    def run(cmd, timeout=None, **kw):
+        out = (json.dumps(doc) if "--json" in cmd
+               else cliw.status_text(doc))
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+    return sc.check_scratch(run)
+
+
+def test_guest_check_passes_a_consistent_status(monkeypatch):
+    res = _judge(monkeypatch, _guest_doc())
+    assert res["verdict"] == "pass", res["detail"]
+
+
+@pytest.mark.parametrize("doc, meminfo, debugfs, want", [
+    (_guest_doc(cma_free_kb=100000), (307200, 0), "same", "CmaFree"),
+    (_guest_doc(), (307200, 4096), "same", "CmaTotal"),
+    (_guest_doc(free0=130 * MiB), (307200, 0), "same", "area 0"),
+    (_guest_doc(mismatch=False), (307200, 0), "same", "mismatch"),
+    (_guest_doc(), (307200, 0), [(0x76000000, 4096)], "debugfs"),
+])
+def test_guest_check_fails(monkeypatch, doc, meminfo, debugfs, want):
+    res = _judge(monkeypatch, doc, meminfo, debugfs)
+    assert res["verdict"] == "fail" and want in res["detail"], res["detail"]

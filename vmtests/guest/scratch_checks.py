@@ -129,7 +129,7 @@ def check_scratch(run) -> dict:
             fails.append(f"free lists hold {walk['free'] // 1024} kB of "
                          f"MIGRATE_CMA, meminfo CmaFree {lo}..{hi} kB")
         expect = before["CmaFree"] > before["CmaTotal"]
-        if expect != after["CmaFree"] > after["CmaTotal"]:
+        if expect != (after["CmaFree"] > after["CmaTotal"]):
             info["note"] = "CmaFree crossed CmaTotal during the check"
         else:
             if bool(acc.get("mismatch")) != expect:
