@@ -39,7 +39,7 @@ class Report:
 
 def check_handover(h, *, map_error: str | None = None, ram=None,
                    scratch=None, next_release: str | None = None,
-                   extra=()) -> Report:
+                   extra=(), state_why: str | None = None) -> Report:
     """Check the decoded handover *h*.
 
     :param map_error: why the map could not be decoded (``h.map`` is then
@@ -47,6 +47,8 @@ def check_handover(h, *, map_error: str | None = None, ram=None,
     :param ram: System RAM as ``(start, end)`` ranges, or None when the
         source does not tell (a handover image): ``ram`` is not checked.
     :param scratch: scratch areas as ``(addr, size)``, or None.
+    :param state_why: why *ram*/*scratch* are missing when the caller
+        already said so in *extra* (then not said again).
     :param next_release: the receiving kernel's release for the ``next-*``
         checks.
     :param extra: findings the caller made (e.g. the tracker/map diff).
@@ -74,14 +76,14 @@ def check_handover(h, *, map_error: str | None = None, ram=None,
         out += inv.owner_findings(owned)
         if ram is not None:
             out += inv.ram_findings(runs, ram, index)
-        else:
+        elif not state_why:
             out.append(Finding("not-checked", "ram: this source does not "
                                "tell where System RAM is (a handover image; "
                                "a vmcore or the live kernel with debug info "
                                "does)"))
         if scratch is not None:
             out += inv.scratch_findings(runs, scratch, index)
-        else:
+        elif not state_why:
             out.append(Finding("not-checked", "scratch: the scratch areas "
                                "are known only with the kernel's debug info "
                                "(live or vmcore)"))

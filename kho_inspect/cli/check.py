@@ -161,7 +161,9 @@ def run_check(args):
         from ..check.next_kernel import release_of_image
         nxt = release_of_image(args.next_vmlinux)
     rep = check_handover(h, map_error=map_error, ram=ram, scratch=scratch,
-                         next_release=nxt, extra=extra)
+                         next_release=nxt, extra=extra,
+                         state_why="said" if prog is not None or any(
+                             f.id == "not-checked" for f in extra) else None)
     return src, root, h, rep
 
 
@@ -198,11 +200,17 @@ def check_text(doc: dict, limit: int) -> str:
     out.append("")
     fs = doc["findings"]
     shown = fs if limit <= 0 else fs[:limit]
+    if not fs:
+        out.append("no findings: every check that this source allows "
+                   "passed")
     if shown:
         out.append(_finding_line("severity", "id", "phys", "finding"))
         out.append(_finding_line("-" * 7, "-" * 15, "-" * 12, "-" * 42))
     for f in shown:
-        msg = textwrap.wrap(f["message"], 79 - _MSG_AT) or [""]
+        text = f["message"]
+        if f["phys"] is not None and text.startswith(f"{hexa(f['phys'])} "):
+            text = text[len(hexa(f["phys"])) + 1:]      # the phys column
+        msg = textwrap.wrap(text, 79 - _MSG_AT) or [""]
         out.append(_finding_line(f["severity"], f["id"], hexa(f["phys"]),
                                  msg[0]))
         out += [" " * _MSG_AT + m for m in msg[1:]]
