@@ -114,6 +114,12 @@ def source_name(prog) -> str:
     return _source(prog)[0]
 
 
+def may_be_filtered(prog) -> bool:
+    """Whether pages missing from *prog*'s memory may have been filtered out
+    of a dump (then a fault says nothing about the kernel's own state)."""
+    return _source(prog)[1]
+
+
 def _source(prog) -> tuple[str, bool]:
     try:
         return prog.cache[_SOURCE_KEY]

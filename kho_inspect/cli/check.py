@@ -16,7 +16,7 @@ import textwrap
 from tabulate import tabulate
 
 from ..abi import v1
-from ..errors import KhoError
+from ..errors import KhoError, MemoryFault
 from .report import emit, hexa, human_size, note
 
 EPILOG = """\
@@ -105,6 +105,7 @@ def run_check(args):
     :class:`~kho_inspect.check.handover.Report` and the document's head."""
     from ..check.handover import Report, check_handover
     from ..decode import decode_handover
+    from ..memory import may_be_filtered
     from .source import bitmap_bytes, open_source, root_fdt
     src = open_source(args)
     root = root_fdt(src, args)
@@ -133,6 +134,8 @@ def run_check(args):
         h = decode_handover(root.blob, mem, fdt_phys=root.phys,
                             bitmap_bytes=nbytes, bitmap_source=nsource)
     except KhoError as e:
+        if isinstance(e, MemoryFault) and may_be_filtered(src.program()):
+            raise       # the dump lacks the page: a limit of the source
         map_error = str(e)
         h = decode_handover(root.blob, mem, fdt_phys=root.phys,
                             with_map=False)
