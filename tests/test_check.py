@@ -289,3 +289,44 @@ def test_next_vmlinux_on_cli(tmp_path, capsys):
                             str(tmp_path / "vmlinux"))
     assert rc == 1 and doc["next"] == "7.3.4"
     assert ("next-compatible", None) in ids
+
+
+def _workload_table(items) -> bytes:
+    """The kho_workload item table as vmtests/kmod/README.md defines it
+    (written here from that text): "KHOWLD01", u32 version 1, u32 nr, then
+    64-byte entries {u32 id, u32 kind, u64 phys, u64 nr_pages, i32 order,
+    u32 state, u64 csum, u8 vmalloc_desc[16], u8 pad[8]}."""
+    import struct
+    out = b"KHOWLD01" + struct.pack("<II", 1, len(items))
+    for iid, kind, phys, nr, order, state, desc in items:
+        out += struct.pack("<IIQQiIQ16s8x", iid, kind, phys, nr, order,
+                           state, 0, desc)
+    return out
+
+
+def test_kho_workload_owners(tmp_path, dtc, capsys):
+    # kinds: 1 blob, 2 folio, 3 pages, 5 vmalloc; states: 1 preserved,
+    # 2 unpreserved
+    bad_desc = (0x9000001).to_bytes(8, "little") + bytes(8)  # unaligned
+    table = _workload_table([
+        (0, 1, 0x500000, 4, 2, 1, bytes(16)),
+        (1, 2, 0x600000, 8, 3, 1, bytes(16)),
+        (2, 3, 0x700000, 24, -1, 1, bytes(16)),
+        (3, 2, 0x800000, 1, 0, 2, bytes(16)),       # unpreserved: no claim
+        (4, 5, 0x900000, 1, 0, 1, bad_desc),
+    ])
+    sub = (f' kho_workload {{ PROP = {u64le(0x500000)}; blob-size = '
+           f'{u64le(len(table))}; }};\n')
+    # the 24-page run at 0x700000 splits into order 4 + order 3 blocks
+    p = image(tmp_path, dtc, {(0x500000, 2), (0x600000, 3), (0x700000, 4),
+                              (0x710000, 3), (0x800000, 0)}, subnodes=sub,
+              extra_segs=[(0x500000, table.ljust(PAGE, b"\0"))])
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert doc["owners"]["kho_workload"]["blocks"] == 4
+    # the unpreserved item's block is preserved, yet nobody claims it
+    assert ("unclaimed", 0x800000) in ids
+    # the vmalloc item's descriptor does not decode: an error naming it,
+    # the other items still attributed
+    sub_err = [f for f in doc["findings"] if f["id"] == "subnode"]
+    assert len(sub_err) == 1 and "item 4" in sub_err[0]["message"]
+    assert rc == 1

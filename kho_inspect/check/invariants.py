@@ -142,10 +142,21 @@ def scratch_list_findings(scratch, ram) -> list[Finding]:
     return out
 
 
-def subnode_findings(h) -> list[Finding]:
-    """``subnode``: every sub-node whose pointer or blob did not decode."""
-    return [Finding("subnode", f"sub-node {s.name!r}: {s.error}", s.phys,
-                    owner=s.name) for s in h.subnodes if s.error]
+def subnode_findings(h, severity: str | None = None) -> list[Finding]:
+    """``subnode``: every sub-node whose pointer or blob did not decode, and
+    every item of a decoded blob that did not (an ``error`` in its
+    ``items``)."""
+    out = []
+    for s in h.subnodes:
+        if s.error:
+            out.append(Finding("subnode", f"sub-node {s.name!r}: {s.error}",
+                               s.phys, owner=s.name, severity=severity))
+        for it in (s.content or {}).get("items", []):
+            if it.get("error"):
+                out.append(Finding("subnode", f"sub-node {s.name!r}: "
+                                   f"{it['error']}", it.get("phys"),
+                                   owner=s.name, severity=severity))
+    return out
 
 
 def claim_findings(cls, runs) -> list[Finding]:

@@ -60,6 +60,8 @@ def _subnode_claims(sub) -> list[Claim]:
             out.append(Claim(it["phys"], PAGE_SIZE << it["order"], sub.name,
                              what, it["order"]))
         elif it["kind"] == "vmalloc":
+            if "vmalloc" not in it:         # its descriptor did not decode
+                continue
             vorder = it["vmalloc"]["order"]
             out += [Claim(b, PAGE_SIZE << vorder, sub.name, what)
                     for b in it.get("blocks", [])]

@@ -145,8 +145,15 @@ def workload_table(raw: bytes, mem, where: str):
                 "phys": phys, "nr_pages": nr_pages, "order": order,
                 "csum": csum}
         if item["kind"] == "vmalloc" and item["state"] == "preserved":
-            vinfo, blocks, vpages = decode_vmalloc(
-                mem, desc, f"{where} item {iid}")
+            try:
+                vinfo, blocks, vpages = decode_vmalloc(
+                    mem, desc, f"{where} item {iid}")
+            except KhoError as e:
+                # one item's chunk list (freed once the module restored
+                # it, in the next kernel) must not hide the others
+                item["error"] = str(e)
+                items.append(item)
+                continue
             item.update(vmalloc=vinfo, blocks=blocks)
             pages += vpages
         items.append(item)
