@@ -25,6 +25,7 @@ from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page
 
 from ..abi.common import (KHO_PAGE_MAGIC, MAX_REPRESENTABLE_ORDER, PAGE_SHIFT,
                           page_private_marker)
+from ..progress import Progress
 from ..ranges import Run
 from ._read import reading
 
@@ -154,14 +155,30 @@ def scan_markers(prog: drgn.Program, pfn_ranges, source: str, *,
     """
     psize, poff = _page_layout(prog)
     scan = MarkerScan([], source, magic)
+    pfn_ranges = list(pfn_ranges)
+    total = sum(max(0, e - s) for s, e in pfn_ranges)
+    if max_pages is not None:
+        total = min(total, max_pages)
+    with Progress("scanning the memmap for KHO markers", total,
+                  "struct pages") as progress:
+        _scan(prog, pfn_ranges, scan, magic, max_pages, psize, poff,
+              progress)
+    return scan
+
+
+def _scan(prog, pfn_ranges, scan: MarkerScan, magic: bool,
+          max_pages: int | None, psize: int, poff: int,
+          progress: Progress) -> None:
     markers = scan.markers
+    find = _find_magic if magic else _find_orders
     for start, end in pfn_ranges:
         scan.ranges += 1
         for s, e in _chunks(start, end):
             if max_pages is not None and scan.pages >= max_pages:
                 scan.truncated_at_pfn = s
-                return scan
+                return
             n = e - s
+            progress.advance(n)
             try:
                 base = pfn_to_page(prog, s).value_()
                 data = prog.read(base, n * psize)
@@ -172,33 +189,52 @@ def scan_markers(prog: drgn.Program, pfn_ranges, source: str, *,
                     scan.unreadable.append((s, e))
                 continue
             scan.pages += n
-            if magic:
-                _find_magic(data, s, psize, poff, markers)
-            else:
-                _find_orders(data, s, psize, poff, markers)
-    return scan
+            find(data, s, psize, poff, markers)
+
+
+# The scans below look at one byte column of the memmap first: a strided
+# slice of the chunk (one byte per struct page, a C loop) searched with
+# bytes.find (memchr), and look at the 8 bytes of page->private only where
+# that byte can belong to a marker. A substring search over every byte of
+# the struct pages was the bottleneck (about 1 GB/s, against several for
+# the read itself). Results are the same as looking at every page->private.
+
+#: Top byte of ``page->private`` in a 6.18+ marker (KHO_PAGE_MAGIC's top byte,
+#: little-endian u64 at ``offsetof(struct page, private)``).
+_MAGIC_TOP = bytes([KHO_PAGE_MAGIC >> 24])
+#: Low byte of ``page->private`` mapped to 1 if it can be a bare order
+#: (1..MAX_REPRESENTABLE_ORDER), else 0.
+_ORDER_BYTE = bytes(int(0 < b <= MAX_REPRESENTABLE_ORDER) for b in range(256))
 
 
 def _find_magic(data: bytes, pfn0: int, psize: int, poff: int,
                 out: list) -> None:
-    at = poff + 4
-    pos = data.find(_MAGIC)
-    while pos >= 0:
-        idx, rem = divmod(pos - at, psize)
-        if rem == 0 and idx >= 0:
-            order, _ = page_private_marker(
-                int.from_bytes(data[pos - 4:pos + 4], "little"))
-            out.append(Run((pfn0 + idx) << PAGE_SHIFT, order, 1))
-        pos = data.find(_MAGIC, pos + 1)
+    """Markers with KHO_PAGE_MAGIC among the struct pages in *data*."""
+    col = data[poff + 7::psize]
+    find = col.find
+    i = find(_MAGIC_TOP)
+    while i >= 0:
+        at = i * psize + poff
+        private = int.from_bytes(data[at:at + 8], "little")
+        order, magic = page_private_marker(private)
+        if magic:
+            out.append(Run((pfn0 + i) << PAGE_SHIFT, order, 1))
+        i = find(_MAGIC_TOP, i + 1)
 
 
 def _find_orders(data: bytes, pfn0: int, psize: int, poff: int,
                  out: list) -> None:
-    privs = memoryview(data).cast("Q")[poff // 8::psize // 8]
-    for i, v in enumerate(privs):
-        if v and v <= MAX_REPRESENTABLE_ORDER and \
-                not (pfn0 + i) & ((1 << v) - 1):
+    """Bare-order markers (6.16/6.17): a non-zero ``page->private`` that is
+    a plausible order and aligns the pfn."""
+    col = data[poff::psize].translate(_ORDER_BYTE)
+    find = col.find
+    i = find(1)
+    while i >= 0:
+        at = i * psize + poff
+        v = int.from_bytes(data[at:at + 8], "little")
+        if v <= MAX_REPRESENTABLE_ORDER and not (pfn0 + i) & ((1 << v) - 1):
             out.append(Run((pfn0 + i) << PAGE_SHIFT, v, 1))
+        i = find(1, i + 1)
 
 
 def preserved_markers(prog: drgn.Program, *,

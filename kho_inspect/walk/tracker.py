@@ -32,6 +32,7 @@ from ..abi import radix
 from ..abi.common import MAX_REPRESENTABLE_ORDER, PAGE_SHIFT
 from ..errors import KhoError
 from ..decode.radix import walk_radix
+from ..progress import Progress
 from ..ranges import Run
 from ._read import direct_map_base, read, reading
 from .fdt import is_finalized, kho_out
@@ -177,13 +178,25 @@ def walk_xarray_tracker(prog: drgn.Program, track: drgn.Object,
     """
     iterate = iterate or xa_entries
     nbytes = _sizeof(prog, "struct kho_mem_phys_bits")
-    nbits = nbytes * 8
-    physxa_type = prog.type("struct kho_mem_phys *")
     runs: list[Run] = []
     pages: list[tuple[int, int, str]] = []
-    zero = 0
     with reading(prog, f"the xarray {expression}.orders"):
         orders = sorted(iterate(prog, track.orders.address_of_()))
+    with Progress(f"walking {expression}", unit="bitmaps") as progress:
+        zero = _walk_orders(prog, expression, orders, iterate, nbytes,
+                            runs, pages, progress)
+    return Tracker(XARRAY, expression, nbytes, runs, pages, zero)
+
+
+def _walk_orders(prog: drgn.Program, expression: str, orders, iterate,
+                 nbytes: int, runs: list, pages: list,
+                 progress: Progress) -> int:
+    """The bitmaps of every ``(order, struct kho_mem_phys *)`` in *orders*,
+    decoded into *runs* (their pages into *pages*); returns how many were
+    all zero."""
+    nbits = nbytes * 8
+    physxa_type = prog.type("struct kho_mem_phys *")
+    zero = 0
     for order, entry in orders:
         if order > MAX_REPRESENTABLE_ORDER:
             raise KhoError(f"{expression}.orders has index {order}: a block "
@@ -200,7 +213,8 @@ def walk_xarray_tracker(prog: drgn.Program, track: drgn.Object,
                                     order)
             runs.extend(found)
             zero += not found
-    return Tracker(XARRAY, expression, nbytes, runs, pages, zero)
+            progress.advance()
+    return zero
 
 
 def xa_for_each_values(prog: drgn.Program, xa: drgn.Object):
@@ -241,8 +255,10 @@ def walk_radix_tree(prog: drgn.Program, root: drgn.Object,
         if dm + phys + radix.NODE_SIZE > 1 << 64:
             raise KhoError(f"cannot read {what} at phys 0x{phys:x}: beyond "
                            "the end of the direct map")
+        progress.advance()
         return read(prog, dm + phys, radix.NODE_SIZE, what)
-    w = walk_radix(read_node, root_addr - dm, expression)
+    with Progress(f"walking {expression}", unit="nodes") as progress:
+        w = walk_radix(read_node, root_addr - dm, expression)
     return Tracker(RADIX, expression, None, w.runs,
                    [(dm + p, radix.NODE_SIZE, k) for p, k in w.pages],
                    w.zero_nodes, root_phys=root_addr - dm)
