@@ -274,7 +274,10 @@ static __always_inline int on_return(void *ctx, u32 probe, u32 fl, s64 ret)
 
 _LEAN = r"""
 /* --summary alone, fexit only: no entry state, no latency; the order of
- * an API call is not known here (its recording call has it) */
+ * an API call is not known here (its recording call has it). Recording
+ * calls are counted for every tree: 7.3's other one (kho_extend_scratch's
+ * busy blocks) is filled only at boot, in __init code, before a tracer can
+ * attach. */
 static __always_inline int on_exit_lean(u32 probe, u32 fl, u64 a0, u64 a1,
                                         u64 a2, s64 ret)
 {
