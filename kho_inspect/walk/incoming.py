@@ -192,6 +192,19 @@ def _scan(prog, pfn_ranges, scan: MarkerScan, magic: bool,
             find(data, s, psize, poff, markers)
 
 
+# No struct page is skipped by its flags. A marked head page is not
+# PG_reserved: kho_preserved_memory_reserve() (kernel/liveupdate/
+# kexec_handover.c, 7.3.4; deserialize_bitmap() in kernel/kexec_handover.c,
+# 6.17.8 and 6.18.15) calls memblock_reserve() then
+# memblock_reserved_mark_noinit(), and memmap_init_reserved_pages()
+# (mm/memblock.c) sets PG_reserved only on reserved regions *without*
+# MEMBLOCK_RSRV_NOINIT; the page keeps what __init_single_page() gave it
+# (memmap_init_range(), or init_deferred_page() via kho_get_preserved_page()
+# with DEFERRED_STRUCT_PAGE_INIT; mm/mm_init.c): zone/node links only. The
+# memblock_reserved_mark_noinit() kernel-doc says so: "won't be marked as
+# reserved". Nor can other flags rule a page out before its bytes are read,
+# so the whole memmap is read, and the search over it is made cheap instead:
+#
 # The scans below look at one byte column of the memmap first: a strided
 # slice of the chunk (one byte per struct page, a C loop) searched with
 # bytes.find (memchr), and look at the 8 bytes of page->private only where
