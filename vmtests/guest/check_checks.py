@@ -133,12 +133,15 @@ def stage1(results: Path) -> dict:
     if fin.exists() and fin.read_text().strip() != "1":
         fin.write_text("1\n")          # kho-v1: the map exists after it
     head, items = module_items()
-    r = cli("check", "--json")
+    # one run (the DWARF loads once): the clean-run checks and, with --next
+    # this very release, the next-* findings (warnings only: same kernel)
+    rel = os.uname().release
+    r = cli("check", "--next", rel, "--json")
     doc = _json(r)
     (results / "s8-check1.json").write_text(r.stdout)
     if doc is None:
-        return {"status": "fail", "reason": f"check rc={r.returncode}: "
-                + r.stderr.strip()[-200:]}
+        return {"status": "fail", "reason": f"check --next {rel} rc="
+                f"{r.returncode}: " + r.stderr.strip()[-200:]}
     if r.returncode != 0 or _errors(doc):
         fails.append(f"check rc={r.returncode}: " + "; ".join(
             _errors(doc)[:3]))
@@ -160,28 +163,21 @@ def stage1(results: Path) -> dict:
                              f"{owned.get(b, 'not preserved')}")
                 break
     # the next kernel (this same release) and the big blocks
-    rel = os.uname().release
-    r = cli("check", "--next", rel, "--json")
-    nd = _json(r)
     predictions = {}
     big = {b: it for it in preserved for b in item_blocks(it)
            if b[1] > MAX_PAGE_ORDER}
-    if nd is None:
-        fails.append(f"check --next {rel} rc={r.returncode}: "
-                     + r.stderr.strip()[-200:])
-    else:
-        found = {(f["phys"], f["order"]): f["message"]
-                 for f in nd["findings"] if f["id"] == "next-order"}
-        for (p, o), it in big.items():
-            msg = found.get((p, o))
-            if msg is None:
-                fails.append(f"check --next {rel}: no next-order finding "
-                             f"for item {it['id']}'s order-{o} block 0x{p:x}")
-                continue
-            fate = ("refuse" if "refuses" in msg else "unchecked"
-                    if "no order check" in msg else "?")
-            predictions[str(it["id"])] = fate
-        info["next_order"] = predictions
+    found = {(f["phys"], f["order"]): f["message"]
+             for f in doc["findings"] if f["id"] == "next-order"}
+    for (p, o), it in big.items():
+        msg = found.get((p, o))
+        if msg is None:
+            fails.append(f"check --next {rel}: no next-order finding "
+                         f"for item {it['id']}'s order-{o} block 0x{p:x}")
+            continue
+        fate = ("refuse" if "refuses" in msg else "unchecked"
+                if "no order check" in msg else "?")
+        predictions[str(it["id"])] = fate
+    info["next_order"] = predictions
     if not big:
         fails.append("the module holds no block above MAX_PAGE_ORDER (S6's "
                      "2048-page run): nothing to predict")
