@@ -49,21 +49,24 @@ class Progress:
     :param unit: what is counted (``"pages"``, ``"nodes"``).
     :param stream: where to write; default ``sys.stderr`` at construction.
     :param enabled: None (default): only if *stream* is a terminal.
+    :param interval: seconds between redraws (default :data:`INTERVAL`).
+    :param delay: seconds before the first line (default :data:`DELAY`).
     """
 
     def __init__(self, what: str, total: int | None = None, unit: str = "",
                  *, stream: TextIO | None = None,
                  enabled: bool | None = None,
-                 interval: float = INTERVAL, delay: float = DELAY):
+                 interval: float | None = None,
+                 delay: float | None = None):
         self.what = what
         self.total = total
         self.unit = unit
         self.done = 0
         self.stream = sys.stderr if stream is None else stream
         self.enabled = _is_tty(self.stream) if enabled is None else enabled
-        self.interval = interval
+        self.interval = INTERVAL if interval is None else interval
         self._start = time.monotonic()
-        self._next = self._start + delay
+        self._next = self._start + (DELAY if delay is None else delay)
         self._width = 0            # length of the line on screen
 
     def __enter__(self) -> Progress:

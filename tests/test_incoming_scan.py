@@ -66,3 +66,45 @@ def test_column_search_matches_every_page(psize, poff, magic):
 def test_reference_orders_bound():
     # the reference's bound is the ABI's: blocks of 4096 << order bytes
     assert MAX_REPRESENTABLE_ORDER == 51
+
+
+@pytest.fixture
+def synth_memmap(tmp_path):
+    """A synthetic kernel (newest cached vmtest DWARF) with 2 memmap
+    sections of zeroed struct pages from pfn 0x20000."""
+    from walk_synth import SynthKernel, built_kernels
+    kernels = built_kernels()
+    if not kernels:
+        pytest.skip("no built kernel in the vmtest cache: scan progress "
+                    "test skipped")
+    rel = max(kernels, key=lambda r: tuple(map(int, r.split("."))))
+    k = SynthKernel(kernels[rel], str(tmp_path), rel)
+    pages = 2 * inc.CHUNK_PAGES
+    k.memmap(0x20000, 0x20000 + pages)
+    return k.prog, pages
+
+
+def test_scan_reports_progress_on_a_tty_only(synth_memmap, monkeypatch):
+    import io
+    import sys
+
+    from kho_inspect import progress
+
+    prog, pages = synth_memmap
+    monkeypatch.setattr(progress, "DELAY", 0)
+    monkeypatch.setattr(progress, "INTERVAL", 0)
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (TTY(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        scan = inc.scan_markers(prog, [(0x20000, 0x20000 + pages)], "test",
+                                magic=inc.has_page_magic(prog))
+        assert scan.pages == pages
+        text = stream.getvalue()
+        assert ("scanning the memmap" in text) == shown
+        assert "\n" not in text
+        if shown:
+            assert text.endswith("\r") and "(100%)" in text
