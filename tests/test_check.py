@@ -330,3 +330,20 @@ def test_kho_workload_owners(tmp_path, dtc, capsys):
     sub_err = [f for f in doc["findings"] if f["id"] == "subnode"]
     assert len(sub_err) == 1 and "item 4" in sub_err[0]["message"]
     assert rc == 1
+
+
+def test_fdt_from_a_file_is_located_and_owned(tmp_path, dtc, capsys):
+    """An FDT read from a file (as debugfs gives it) has no address: the
+    preserved page holding it is found, and owned by "kho"."""
+    p = image(tmp_path, dtc, {(0x600000, 0)})
+    rc, out, _ = run(capsys, "fdt", "--core", p, "--json")
+    from kho_inspect.image import read_image_meta
+    from kho_inspect.memory import open_core
+    prog = open_core(p)
+    blob = prog.read(FDT_PHYS, json.loads(out)["totalsize"], True)
+    (tmp_path / "fdt").write_bytes(blob)
+    rc, doc, ids = findings(capsys, "--core", p, "--fdt",
+                            str(tmp_path / "fdt"))
+    assert doc["owners"].get("kho") == {"blocks": 1, "bytes": PAGE}
+    assert ("unclaimed", FDT_PHYS) not in ids
+    assert read_image_meta(p)["fdt_phys"] == FDT_PHYS

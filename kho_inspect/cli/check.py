@@ -143,6 +143,19 @@ def run_check(args):
         map_error = str(e)
         h = decode_handover(root.blob, mem, fdt_phys=root.phys,
                             with_map=False)
+    if h.fdt_phys is None:
+        # debugfs and files give no address: the kernel's pointer, else the
+        # preserved page holding the same bytes (the root FDT page is
+        # preserved in every generation), so that it is claimed by "kho"
+        from .. import walk
+        from ..decode import find_preserved_copy
+        try:
+            h.fdt_phys = root.phys = (
+                walk.outgoing_fdt_phys(prog) if prog is not None else
+                find_preserved_copy(mem, h.map.runs if h.map else [],
+                                    root.blob))
+        except KhoError:
+            pass
     ram = scratch = None
     if prog is not None:
         from ..walk.layout import system_ram
