@@ -5,7 +5,7 @@ Bitmaps are arrays of little-endian ``unsigned long``: bit *b* is bit
 """
 
 import functools
-from itertools import accumulate, count, islice, repeat
+from itertools import accumulate, count, repeat
 from operator import add, lshift, sub
 
 #: Below this many set bits a plain bit-trick loop beats the string pass.
@@ -77,13 +77,13 @@ def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
         return list(zip(map(add, repeat(base),
                             map(lshift, starts, repeat(shift))),
                         repeat(order), lens))
-    first = base - (1 << shift)
-    if x & (x >> 1):
-        return _dense_runs(x, len(data) * 8, base, shift, order)
-    # no two set bits adjacent: every run is 1 bit, and the gaps between
-    # run starts are all there is to split
     gaps = bin(x & ~(x << 1))[:1:-1].split("1")
     gaps.pop()
+    if x & (x >> 1):
+        lens = map(len, filter(None, bin(x)[:1:-1].split("0")))
+    else:
+        lens = repeat(1)        # no two set bits adjacent: every run is 1
+    first = base - (1 << shift)
     if len(gaps) >= _TABLE_RUNS:
         # many runs: look each gap's address step up instead of computing
         # it, one allocation less per run (the table is built once per shift)
@@ -95,36 +95,7 @@ def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
         phys = map(add, repeat(first),
                    map(lshift, accumulate(map(add, map(len, gaps),
                                               repeat(1))), repeat(shift)))
-    return list(zip(phys, repeat(order), repeat(1)))
-
-
-def _dense_runs(x: int, nbits: int, base: int, shift: int,
-                order: int) -> list:
-    """:func:`block_runs` of a bitmap *x* with at least one run longer than
-    a bit. One split of the bit string at every run boundary
-    (``x ^ x << 1`` has a bit at each run's start and one past its end)
-    gives the pieces strictly between boundaries, alternately inside a run
-    and inside a gap: ``L[0]`` is the first run's start, ``L[2i+1]`` is run
-    *i*'s length - 1 and ``L[2i]`` (i > 0) the gap before run *i*, - 1.
-    Most pieces are empty or one character (interned strings, nothing
-    allocated), unlike splitting the bitmap's own bits at every 0.
-    """
-    pieces = bin(x ^ (x << 1))[:1:-1].split("1")
-    pieces.pop()
-    lens = list(map(len, pieces))
-    plus1 = _steps(0, nbits).__getitem__           # g -> g + 1
-    counts = map(plus1, islice(lens, 1, None, 2))
-    # run i starts L[2i-1] + L[2i] + 2 bits after run i - 1
-    between = map(add, islice(lens, 1, len(lens) - 1, 2),
-                  islice(lens, 2, None, 2))
-    first = base + (lens[0] << shift)
-    if len(lens) >= 2 * _TABLE_RUNS:
-        phys = accumulate(map(_steps(shift, nbits + 1, 2).__getitem__,
-                              between), initial=first)
-    else:
-        phys = map(add, repeat(base), map(lshift, accumulate(
-            map(add, between, repeat(2)), initial=lens[0]), repeat(shift)))
-    return list(zip(phys, repeat(order), counts))
+    return list(zip(phys, repeat(order), lens))
 
 
 #: Below one set bit in this many, a bitmap counts as sparse.
@@ -133,8 +104,7 @@ _SPARSE = 16
 _TABLE_RUNS = 4096
 
 
-@functools.lru_cache(maxsize=8)
-def _steps(shift: int, nbits: int, extra: int = 1) -> list[int]:
-    """``(gap + extra) << shift`` for every gap length a bitmap of *nbits*
-    bits can have."""
-    return [(g + extra) << shift for g in range(nbits + 1)]
+@functools.lru_cache(maxsize=4)
+def _steps(shift: int, nbits: int) -> list[int]:
+    """``(gap + 1) << shift`` for every gap length a bitmap can have."""
+    return [(g + 1) << shift for g in range(nbits + 1)]
