@@ -80,7 +80,9 @@ def block_runs(data: bytes, base: int, shift: int, order: int) -> list:
     gaps = bin(x & ~(x << 1))[:1:-1].split("1")
     gaps.pop()
     if x & (x >> 1):
-        lens = map(len, filter(None, bin(x)[:1:-1].split("0")))
+        # the runs of 1s as words: str.split() drops the empty pieces that
+        # split("0") would make, one per clear bit
+        lens = map(len, bin(x)[:1:-1].replace("0", " ").split())
     else:
         lens = repeat(1)        # no two set bits adjacent: every run is 1
     first = base - (1 << shift)
