@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -100,9 +101,18 @@ def judge(workdir: Path, pair: tuple[str, str], why: str | None,
     bj = read_json(res / "cross-b.json")
     head = f"A {a['uname']} check: {want} ({said[:90]}...)"
     if bj is None:
-        last = [ln for ln in tail.splitlines() if ln.strip()][-3:]
+        # B died before userspace: its console says how (earlyprintk)
+        try:
+            con = (workdir / "console.log").read_text(errors="replace")
+        except OSError:
+            con = tail
+        con = con.split("Starting new kernel", 1)[-1]
+        key = [ln.strip() for ln in con.splitlines() if re.search(
+            r"BUG:|RIP:|Kernel panic|KHO:", ln)][:4]
+        if not key:
+            key = [ln for ln in con.splitlines() if ln.strip()][-3:]
         return "pass", (f"{head}; B never reached userspace "
-                        f"({why or 'QEMU exited'}): {' | '.join(last)}")
+                        f"({why or 'QEMU exited'}): {' | '.join(key)}")
     got = f"B {bj['uname']}"
     if want == "next-compatible":
         took = bj["in_fdt"] or bj["incoming_rc"] == 0

@@ -77,6 +77,8 @@ def stage_a(args: dict) -> None:
     (RESULTS / "cross-a-check.json").write_text(r.stdout)
     cmdline = Path("/proc/cmdline").read_text().strip()
     new = re.sub(r"\bstage=cross-a\b", "stage=cross-b", cmdline)
+    # B may die before its console is up (reading A's map): print early
+    new = new.replace(" -- ", " earlyprintk=serial,ttyS0,115200 -- ", 1)
     r = sh(["kexec", "-s", "-l", str(NEXT_BZIMAGE), f"--append={new}"])
     out["kexec_load"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
     out["kexec_at"] = time.time()
