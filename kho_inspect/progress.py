@@ -87,6 +87,13 @@ class Progress:
         if self.enabled and time.monotonic() >= self._next:
             self._draw()
 
+    def callback(self, done: int, total: int | None = None) -> None:
+        """For APIs taking a ``progress(done, total)`` callable (such as
+        :func:`kho_inspect.check.verify.verify`): pass ``p.callback``."""
+        if total is not None:
+            self.total = total
+        self.update(done)
+
     def line(self) -> str:
         """The text shown now (without ``\\r``)."""
         unit = f" {self.unit}" if self.unit else ""

@@ -87,3 +87,11 @@ def test_broken_stream_does_not_fail_the_operation():
         p.advance()
         p.advance()
     assert p.done == 2
+
+
+def test_callback_for_done_total_apis():
+    out = TTY()
+    with Progress("hashing", unit="bytes", stream=out, delay=0,
+                  interval=0) as p:
+        p.callback(512, 2048)
+    assert "512/2.05k bytes (25%)" in out.getvalue()
