@@ -309,9 +309,9 @@ def test_incoming_scan_limit_help_states_the_default(capsys):
     with pytest.raises(SystemExit):
         cli.main(["incoming", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    # 1 << 24 struct pages of 4 KiB pages = 64 GiB of RAM
-    assert incoming.DEFAULT_SCAN_PAGES == 1 << 24
-    assert "default 16M struct pages = 64 GiB of RAM" in text
+    # 1 << 28 struct pages of 4 KiB pages = 1 TiB of RAM
+    assert incoming.DEFAULT_SCAN_PAGES == 1 << 28
+    assert "default 256M struct pages = 1 TiB of RAM" in text
 
 
 def test_walker_text_shows_compat_tokens():

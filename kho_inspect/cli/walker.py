@@ -296,8 +296,8 @@ def register(sub) -> None:
     # command, not here: it imports drgn)
     p.add_argument("--scan-limit", type=int, default=None,
                    metavar="PAGES", help="struct pages to examine at most "
-                   "when memblock is gone (default 16M struct pages = 64 "
-                   "GiB of RAM; 0: no limit)")
+                   "when memblock is gone (default 256M struct pages = 1 "
+                   "TiB of RAM; 0: no limit)")
     p.add_argument("--limit", type=int, default=40,
                    help="marker ranges to list (0: all; default 40)")
     p.set_defaults(func=cmd_incoming)

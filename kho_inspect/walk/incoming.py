@@ -31,8 +31,9 @@ from ._read import reading
 
 #: Pages per memmap read: one 128 MiB section of struct pages (2 MiB).
 CHUNK_PAGES = 1 << 15
-#: Default bound on the pages examined by a full memmap scan (64 GiB of RAM).
-DEFAULT_SCAN_PAGES = 1 << 24
+#: Default bound on the pages examined by a full memmap scan: 1 TiB of RAM
+#: (268 M struct pages, about as long as reading them: seconds).
+DEFAULT_SCAN_PAGES = 1 << 28
 
 _MAGIC = struct.pack("<I", KHO_PAGE_MAGIC)
 
