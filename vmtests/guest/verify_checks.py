@@ -101,8 +101,8 @@ def _insmod(run, results: Path) -> str | None:
 def _verify_json(run, core: Path, name: str, results: Path):
     """(rc, document or None, error text)."""
     r = _cli(run, "verify", str(core), "--json", "--limit", "0")
-    (results / f"{name}.json").write_text(r.stdout)
-    (results / f"{name}.stderr").write_text(r.stderr)
+    (results / f"{name}-out.json").write_text(r.stdout)
+    (results / f"{name}-out.stderr").write_text(r.stderr)
     try:
         return r.returncode, json.loads(r.stdout), ""
     except ValueError:
