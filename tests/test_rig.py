@@ -155,8 +155,9 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     monkeypatch.setattr(check_checks, "run", lambda results, stage: {
         "status": "pass", "reason": "stand-in check checks"})
     monkeypatch.setattr(verify_checks, "run", lambda results, stage: {
-        "status": "pass", "reason": "stand-in verify checks"},
-        raising=False)
+        "status": "pass", "reason": "stand-in verify checks"})
+    monkeypatch.setattr(verify_checks, "after_restore",
+                        lambda results, res: res)
     # the guest runs `python3 -m kho_inspect` from its cwd and PYTHONPATH
     monkeypatch.chdir(guest_cli)
     monkeypatch.setenv("PYTHONPATH", str(guest_cli))

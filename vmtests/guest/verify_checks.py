@@ -128,8 +128,14 @@ def stage1_verify(run, results_dir) -> dict:
                             f"and 'folio 3 2' failed with errno {err} "
                             "(kho-v1 after finalize refuses new items)",
                             **info)
+    # not the folio S8 plans to leave unrestored: this one must be restored
+    # (with a mismatch) in the next kernel
+    try:
+        leave = json.loads((results / "s8-plan.json").read_text())["leave"]
+    except (OSError, ValueError, KeyError):
+        leave = None
     folios = [it for it in _items() if it.get("kind") == "folio"
-              and it.get("state") == "preserved"]
+              and it.get("state") == "preserved" and it["id"] != leave]
     if not folios:
         return _verdict("fail", "the module has no preserved folio item to "
                         "scribble on", **info)
@@ -258,4 +264,56 @@ def stage2_verify(run, results_dir, stage1: dict | None = None,
     return _verdict("pass", text, **info)
 
 
-__all__ = ["stage1_verify", "stage2_verify"]
+def _stage_run(cmd, timeout=TIMEOUT, **kw):
+    import subprocess
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
+                                           f"timeout after {timeout}s")
+
+
+def run(results_dir, stage: int) -> dict:
+    """S9 for vmtests/guest/stage.py: stage 1 as :func:`stage1_verify`
+    (and ``s9-scribbled.json`` naming the item, which S6's stage-2 check
+    then expects to be restored with a mismatch, and only it); stage 2 as
+    :func:`stage2_verify` before anything loads the module (S6 loads it
+    next; :func:`after_restore` then checks the module's own verdict)."""
+    results = Path(results_dir)
+    if stage == 1:
+        res = stage1_verify(_stage_run, results)
+        if res.get("scribbled"):
+            (results / "s9-scribbled.json").write_text(
+                json.dumps({"id": res["item"]["id"]}) + "\n")
+    else:
+        res = stage2_verify(_stage_run, results, load_module=False)
+    (results / f"s9-stage{stage}.result.json").write_text(
+        json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def after_restore(results_dir, res: dict) -> dict:
+    """S9's stage-2 verdict *res*, amended once the module has restored
+    its items (S6): the scribbled item's own checksum must disagree."""
+    results = Path(results_dir)
+    if res.get("status") == "fail":
+        return res
+    try:
+        iid = json.loads((results / "s9-scribbled.json").read_text())["id"]
+    except (OSError, ValueError, KeyError):
+        return _verdict("fail", "no s9-scribbled.json from stage 1")
+    if not LIST.exists():
+        return _verdict("fail", res["reason"] + "; the module was never "
+                        "loaded (S6 did not run?)")
+    mine = [it for it in _items() if it["id"] == iid]
+    st = mine[0]["state"] if mine else None
+    if st != "mismatch":
+        return _verdict("fail", res["reason"] + f"; the module's restore "
+                        f"of item {iid}: {st}, want mismatch")
+    out = dict(res, reason=res["reason"] + f"; the module's restore: {st}")
+    out["detail"] = out["reason"]
+    return out
+
+
+__all__ = ["stage1_verify", "stage2_verify", "run", "after_restore"]
