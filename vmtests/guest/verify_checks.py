@@ -258,7 +258,8 @@ def stage2_verify(run, results_dir, stage1: dict | None = None,
             f"verify says {b['state']}"
             + (", changed" if b["matches"] is False and
                b["state"] != "corrupted" else "")
-            + f"; the module's restore: {info.get('module_state')}")
+            + (f"; the module's restore: {info['module_state']}"
+               if info.get("module_state") else ""))
     if lacks:
         return _verdict("skip", text, lacks=lacks, **info)
     return _verdict("pass", text, **info)
