@@ -149,13 +149,17 @@ def subnode_findings(h, severity: str | None = None) -> list[Finding]:
     out = []
     for s in h.subnodes:
         if s.error:
-            out.append(Finding("subnode", f"sub-node {s.name!r}: {s.error}",
+            named = s.error.startswith(f"sub-node {s.name!r}")
+            out.append(Finding("subnode", s.error if named else
+                               f"sub-node {s.name!r}: {s.error}",
                                s.phys, owner=s.name, severity=severity))
         for it in (s.content or {}).get("items", []):
             if it.get("error"):
-                out.append(Finding("subnode", f"sub-node {s.name!r}: "
-                                   f"{it['error']}", it.get("phys"),
-                                   owner=s.name, severity=severity))
+                named = it["error"].startswith(f"sub-node {s.name!r}")
+                out.append(Finding("subnode", it["error"] if named else
+                                   f"sub-node {s.name!r}: {it['error']}",
+                                   it.get("phys"), owner=s.name,
+                                   severity=severity))
     return out
 
 

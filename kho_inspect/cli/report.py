@@ -91,11 +91,19 @@ def _subnode_summary(s: dict) -> str:
 
 
 def subnodes_table(subnodes: list) -> str:
-    """Sub-nodes (their ``as_json()`` form) as a table."""
-    rows = [(s["name"], hexa(s["phys"]), "-" if s["size"] is None
-             else s["size"], _subnode_summary(s)) for s in subnodes]
-    return (tabulate(rows, headers=["sub-node", "phys", "size", "content"])
-            if rows else "no sub-nodes")
+    """Sub-nodes (their ``as_json()`` form) as a table, within 79 columns
+    (a long content, such as an error, is wrapped)."""
+    rows = [[s["name"], hexa(s["phys"]), "-" if s["size"] is None
+             else str(s["size"]), _subnode_summary(s)] for s in subnodes]
+    if not rows:
+        return "no sub-nodes"
+    left = sum(max(len(h), *(len(r[i]) for r in rows)) + 2
+               for i, h in enumerate(("sub-node", "phys", "size")))
+    for r in rows:
+        r[3] = "\n".join(textwrap.wrap(r[3], max(79 - left, 20))) or r[3]
+    return tabulate(rows, headers=["sub-node", "phys", "size", "content"],
+                    disable_numparse=True,
+                    colalign=("left", "left", "right", "left"))
 
 
 def fdt_text(h, tree, origin) -> str:
