@@ -312,3 +312,23 @@ def test_s7_judge_subnode_lost_to_filtering(pm, tmp_path):
     status, reason, _ = run_with("cannot read sub-node 'kho_test': bad "
                                  "magic 0x0")
     assert status == "fail" and "incoming: fdt, notes differ" in reason
+
+
+def test_check_view_a_filtered_not_checked_note_is_explained(pm):
+    """A check the dump cannot make (its page filtered out) is a not-checked
+    note only there: explained, not a difference; any other finding the
+    live view lacks is."""
+    live = {"counts": {"error": 0, "warning": 0, "info": 0},
+            "findings": [], "source": "live"}
+    note_ = {"id": "not-checked", "severity": "info", "message":
+             "ram: cannot read the iomem resource tree at 0xff11000100: "
+             "Excluded page (page filtered out of the dump)"}
+    got = {"counts": {"error": 0, "warning": 0, "info": 1},
+           "findings": [note_], "source": "dump"}
+    diff, lines = pm.same("check", live, got)
+    assert diff is None and len(lines) == 1 and "iomem" in lines[0]
+    other = dict(note_, message="ram: not System RAM, no address named")
+    got = {"counts": {"error": 0, "warning": 0, "info": 1},
+           "findings": [other], "source": "dump"}
+    assert pm.same("check", live, got)[0] == ("check: counts, findings "
+                                              "differ from the live view")
