@@ -89,6 +89,14 @@ def add_fdt_options(p: argparse.ArgumentParser) -> None:
                         "kernel's pointer via DWARF)")
 
 
+def add_bitmap_option(p: argparse.ArgumentParser) -> None:
+    """``--bitmap-bytes``, for the commands that decode a kho-v1 map."""
+    p.add_argument("--bitmap-bytes", type=int,
+                   choices=v1.BITMAP_BYTES_CHOICES,
+                   help="kho-v1 bitmap size, when neither the image, the "
+                        "DWARF nor the kernel release tells")
+
+
 def _decode(args, with_map: bool):
     from ..decode import decode_handover
     from .source import bitmap_bytes, open_source, root_fdt
@@ -176,22 +184,10 @@ def cmd_capture(args) -> int:
     if args.hashes:
         from ..image import hash_blocks
         from ..ranges import blocks
-        progress = None
-        if sys.stderr.isatty():         # one line, redrawn every 0.5 s
-            import time
-            last = [0.0]
-
-            def progress(done: int, total: int) -> None:
-                now = time.monotonic()
-                if done < total and now - last[0] < 0.5:
-                    return
-                last[0] = now
-                sys.stderr.write(
-                    f"\rhashing preserved blocks: {report.human_size(done)}"
-                    f" of {report.human_size(total)}"
-                    + ("\n" if done >= total else ""))
-                sys.stderr.flush()
-        hashes = hash_blocks(mem, blocks(h.map.runs), progress=progress)
+        from ..progress import Progress
+        with Progress("hashing preserved blocks", unit="bytes") as p:
+            hashes = hash_blocks(mem, blocks(h.map.runs),
+                                 progress=p.callback)
     write_image(args.output, segments, meta, hashes)
     total = sum(len(d) for _, d in segments)
     doc = dict(meta, output=args.output, segments=len(segments), bytes=total)
@@ -239,10 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "--json\n")
     add_source_options(p)
     add_fdt_options(p)
-    p.add_argument("--bitmap-bytes", type=int,
-                   choices=v1.BITMAP_BYTES_CHOICES,
-                   help="kho-v1 bitmap size, when neither the image, the "
-                        "DWARF nor the kernel release tells")
+    add_bitmap_option(p)
     p.add_argument("--limit", type=int, default=40,
                    help="ranges to list in the table (0: all; default 40)")
     p.add_argument("--owners", action="store_true",
@@ -259,8 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_options(p)
     add_fdt_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE")
-    p.add_argument("--bitmap-bytes", type=int,
-                   choices=v1.BITMAP_BYTES_CHOICES)
+    add_bitmap_option(p)
     p.add_argument("--hashes", action="store_true",
                    help="also record a content hash of every preserved "
                         "block (per 2 MiB chunk), for 'kho-inspect verify' "

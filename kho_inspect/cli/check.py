@@ -15,7 +15,6 @@ import textwrap
 
 from tabulate import tabulate
 
-from ..abi import v1
 from ..errors import KhoError, MemoryFault
 from .report import emit, hexa, human_size, note
 
@@ -260,17 +259,14 @@ def cmd_check(args) -> int:
 
 def register(sub) -> None:
     """Add ``check`` to *sub* (subparsers)."""
-    from . import add_fdt_options, add_source_options
+    from . import add_bitmap_option, add_fdt_options, add_source_options
     p = sub.add_parser("check", help="check a handover: invariants, owners, "
                        "the next kernel, tracker vs map (exit 1 on an "
                        "error)", formatter_class=argparse
                        .RawDescriptionHelpFormatter, epilog=EPILOG)
     add_source_options(p)
     add_fdt_options(p)
-    p.add_argument("--bitmap-bytes", type=int,
-                   choices=v1.BITMAP_BYTES_CHOICES,
-                   help="kho-v1 bitmap size, when neither the image, the "
-                        "DWARF nor the kernel release tells")
+    add_bitmap_option(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--next", metavar="RELEASE",
                    help="the kernel that will receive this handover "

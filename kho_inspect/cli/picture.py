@@ -20,7 +20,7 @@ import os
 import tempfile
 import textwrap
 from collections import Counter
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from ..abi.common import MAX_PAGE_ORDER, PAGE_SIZE
 from ..errors import KhoError
@@ -571,18 +571,14 @@ def _window(text: str) -> tuple[int, int]:
 
 def register(sub) -> None:
     """Add ``picture`` to *sub* (subparsers)."""
-    from ..abi import v1
-    from . import add_fdt_options, add_source_options
+    from . import add_bitmap_option, add_fdt_options, add_source_options
     p = sub.add_parser("picture", help="physical memory at a glance: RAM, "
                        "preserved blocks, scratch, the handover's pages",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=EPILOG)
     add_source_options(p)
     add_fdt_options(p)
-    p.add_argument("--bitmap-bytes", type=int,
-                   choices=v1.BITMAP_BYTES_CHOICES,
-                   help="kho-v1 bitmap size, when neither the image, the "
-                        "DWARF nor the kernel release tells")
+    add_bitmap_option(p)
     p.add_argument("--range", type=_window, metavar="START-END",
                    help="draw only physical addresses [START, END) (zoom "
                         "in: the cell size follows the window)")

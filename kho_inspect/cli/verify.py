@@ -6,7 +6,6 @@ captured with ``capture --hashes`` recorded (the logic is
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
 from ..errors import KhoError
@@ -25,26 +24,6 @@ captured from, before its kexec, the blocks are checked against its tracker.
 exit status: 0 nothing lost or corrupted, 1 otherwise (also content changed
 where the kernel cannot tell corruption from use), 2 error
 """
-
-
-def _progress():
-    """A (done, total) callback redrawing one stderr line at most every half
-    second, when stderr is a terminal; else None."""
-    if not sys.stderr.isatty():
-        return None
-    import time
-    last = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < 0.5:
-            return
-        last[0] = now
-        sys.stderr.write(f"\rhashing the image's blocks: {human_size(done)}"
-                         f" of {human_size(total)}"
-                         + ("\n" if done >= total else ""))
-        sys.stderr.flush()
-    return show
 
 
 def verify_text(doc: dict, limit: int = 40) -> str:
@@ -110,9 +89,11 @@ def cmd_verify(args) -> int:
                        "capture it with --hashes")
     src = open_source(args)
     prog = src.debug_program()
-    res = verify(prog, meta, hashes,
-                 image_map=image_map_phys(args.image, meta["fdt_phys"]),
-                 max_pages=args.scan_limit or None, progress=_progress())
+    from ..progress import Progress
+    with Progress("hashing the image's blocks", unit="bytes") as p:
+        res = verify(prog, meta, hashes,
+                     image_map=image_map_phys(args.image, meta["fdt_phys"]),
+                     max_pages=args.scan_limit or None, progress=p.callback)
     doc = {"image": {"path": args.image, "generation": meta["generation"],
                      "release": meta["release"],
                      "fdt_phys": meta["fdt_phys"],

@@ -39,8 +39,9 @@ import os
 import sys
 from pathlib import Path
 
+from trace_checks import LIST, ctl as _ctl, insmod, module_items
+
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
-LIST = Path("/sys/kernel/debug/kho_workload/list")
 FINALIZE = Path("/sys/kernel/debug/kho/out/finalize")
 VMLINUX = "/kernel/vmlinux"
 TIMEOUT = 600
@@ -58,44 +59,13 @@ def _cli(run, *args, timeout=TIMEOUT):
                timeout=timeout)
 
 
-def _ctl(cmd: str) -> int:
-    """Write one module command: 0, or the errno it returned."""
-    try:
-        fd = os.open(CTL, os.O_WRONLY)
-    except OSError as e:
-        return e.errno
-    try:
-        os.write(fd, cmd.encode())
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
-
-
 def _items() -> list[dict]:
     """The module's list (vmtests/kmod/README.md), one dict per item."""
-    out = []
-    for line in LIST.read_text().splitlines():
-        if line.startswith("#"):
-            continue
-        d = dict(w.split("=", 1) for w in line.split() if "=" in w)
-        for k in ("id", "order", "nr_pages"):
-            if k in d:
-                d[k] = int(d[k], 0)
-        d["phys"] = int(d.get("phys", "0"), 16)
-        out.append(d)
-    return out
+    return module_items()[1]
 
 
 def _insmod(run, results: Path) -> str | None:
-    ko = results / "kho_workload.ko"
-    if not ko.exists():
-        return f"{ko} missing (the host did not build the module)"
-    r = run(["insmod", str(ko)], timeout=120)
-    if r.returncode:
-        return f"insmod rc={r.returncode}: {r.stderr.strip()[-200:]}"
-    return None
+    return insmod(results)
 
 
 def _verify_json(run, core: Path, name: str, results: Path):
