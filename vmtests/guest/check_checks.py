@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from trace_checks import (LIST, MAX_PAGE_ORDER, cli, ctl, insmod,
-                          item_blocks, module_items)
+                          item_blocks, module_items, run_quiet)
 
 PLAN = "s8-plan.json"
 WORKLOAD = "kho_workload"
@@ -45,15 +44,6 @@ WORKLOAD = "kho_workload"
 
 def log(msg: str) -> None:
     print(f"check_checks: {msg}", flush=True)
-
-
-def _run(cmd, timeout=300, **kw) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout, **kw)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
-                                           f"timeout after {timeout}s")
 
 
 def _json(r):
@@ -103,7 +93,7 @@ def _scratch(fails: list, info: dict) -> None:
     except ImportError as e:
         fails.append(f"scratch_checks: {e}")
         return
-    out = scratch_checks.check_scratch(_run)
+    out = scratch_checks.check_scratch(run_quiet)
     info["scratch"] = out.get("detail") or out.get("reason")
     if out.get("verdict", out.get("status")) != "pass":
         fails.append(f"status scratch accounting: {info['scratch']}")

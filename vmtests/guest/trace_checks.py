@@ -125,6 +125,17 @@ def item_blocks(it: dict) -> set:
 # the tracer and the walker, through the CLI
 
 
+def run_quiet(cmd, timeout=300, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run capturing text; a timeout is rc -1, not an
+    exception (the *run* the guest check helpers take)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
+                                           f"timeout after {timeout}s")
+
+
 def cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "kho_inspect", *args],
                           capture_output=True, text=True, timeout=timeout)

@@ -39,7 +39,7 @@ import os
 import sys
 from pathlib import Path
 
-from trace_checks import LIST, ctl as _ctl, insmod, module_items
+from trace_checks import LIST, ctl as _ctl, insmod, module_items, run_quiet
 
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
 FINALIZE = Path("/sys/kernel/debug/kho/out/finalize")
@@ -236,13 +236,7 @@ def stage2_verify(run, results_dir, stage1: dict | None = None,
 
 
 def _stage_run(cmd, timeout=TIMEOUT, **kw):
-    import subprocess
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout, **kw)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
-                                           f"timeout after {timeout}s")
+    return run_quiet(cmd, timeout=timeout, **kw)
 
 
 def run(results_dir, stage: int) -> dict:
