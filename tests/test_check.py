@@ -295,12 +295,12 @@ def _workload_table(items) -> bytes:
     """The kho_workload item table as vmtests/kmod/README.md defines it
     (written here from that text): "KHOWLD01", u32 version 1, u32 nr, then
     64-byte entries {u32 id, u32 kind, u64 phys, u64 nr_pages, i32 order,
-    u32 state, u64 csum, u8 vmalloc_desc[16], u8 pad[8]}."""
+    u32 state, u64 csum, u8 vmalloc_desc[16], u32 stride, u8 pad[4]}."""
     import struct
     out = b"KHOWLD01" + struct.pack("<II", 1, len(items))
-    for iid, kind, phys, nr, order, state, desc in items:
-        out += struct.pack("<IIQQiIQ16s8x", iid, kind, phys, nr, order,
-                           state, 0, desc)
+    for iid, kind, phys, nr, order, state, desc, *stride in items:
+        out += struct.pack("<IIQQiIQ16sI4x", iid, kind, phys, nr, order,
+                           state, 0, desc, stride[0] if stride else 0)
     return out
 
 
@@ -330,6 +330,26 @@ def test_kho_workload_owners(tmp_path, dtc, capsys):
     sub_err = [f for f in doc["findings"] if f["id"] == "subnode"]
     assert len(sub_err) == 1 and "item 4" in sub_err[0]["message"]
     assert rc == 1
+
+
+def test_kho_workload_scatter_owners(tmp_path, dtc, capsys):
+    # kind 6 scatter: nr_pages order-0 blocks, one every `stride` pages
+    table = _workload_table([
+        (0, 1, 0x500000, 4, 2, 1, bytes(16)),
+        (1, 6, 0x600000, 3, 0, 1, bytes(16), 2),    # 0x600000, 602000, 604000
+        (2, 6, 0x700000, 4, 0, 1, bytes(16), 1),    # 0x700000 - 0x703fff
+    ])
+    sub = (f' kho_workload {{ PROP = {u64le(0x500000)}; blob-size = '
+           f'{u64le(len(table))}; }};\n')
+    blocks = {(0x500000, 2), (0x600000, 0), (0x602000, 0), (0x604000, 0),
+              (0x601000, 0)}                         # a hole block: nobody's
+    blocks |= {(0x700000 + i * PAGE, 0) for i in range(4)}
+    p = image(tmp_path, dtc, blocks, subnodes=sub,
+              extra_segs=[(0x500000, table.ljust(PAGE, b"\0"))])
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert doc["owners"]["kho_workload"]["blocks"] == 1 + 3 + 4
+    assert ("unclaimed", 0x601000) in ids
+    assert not [i for i in ids if i[0] == "unclaimed" and i[1] != 0x601000]
 
 
 def test_fdt_from_a_file_is_located_and_owned(tmp_path, dtc, capsys):

@@ -38,9 +38,11 @@ WORKLOAD_COMPATIBLE = "kho-workload-v1"
 WORKLOAD_PROP_ITEMS = "items"
 WORKLOAD_MAGIC = b"KHOWLD01"
 WORKLOAD_HEADER = struct.Struct("<8sII")            # magic, version, nr
-#: id, kind, phys, nr_pages, order, state, csum, kho_vmalloc, pad
-WORKLOAD_ENTRY = struct.Struct("<IIQQiIQ16s8x")
-WORKLOAD_KINDS = {1: "blob", 2: "folio", 3: "pages", 4: "phys", 5: "vmalloc"}
+#: id, kind, phys, nr_pages, order, state, csum, kho_vmalloc, stride, pad
+WORKLOAD_ENTRY = struct.Struct("<IIQQiIQ16sI4x")
+#: "scatter": nr_pages order-0 blocks, one every ``stride`` pages from phys
+WORKLOAD_KINDS = {1: "blob", 2: "folio", 3: "pages", 4: "phys", 5: "vmalloc",
+                  6: "scatter"}
 WORKLOAD_STATES = {1: "preserved", 2: "unpreserved"}
 
 #: Sub-node name -> the compatible its FDT blob must carry; the client's own

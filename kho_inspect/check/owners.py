@@ -65,6 +65,17 @@ def _subnode_claims(sub) -> list[Claim]:
             vorder = it["vmalloc"]["order"]
             out += [Claim(b, PAGE_SIZE << vorder, sub.name, what)
                     for b in it.get("blocks", [])]
+        elif it["kind"] == "scatter":
+            # order-0 folios one every `stride` pages; a gapless one is a
+            # single claim (a million blocks are one interval)
+            stride = it.get("stride") or 1
+            if stride == 1:
+                out.append(Claim(it["phys"], it["nr_pages"] << PAGE_SHIFT,
+                                 sub.name, what))
+            else:
+                out += [Claim(it["phys"] + (i * stride << PAGE_SHIFT),
+                              PAGE_SIZE, sub.name, what, 0)
+                        for i in range(it["nr_pages"])]
         else:                                       # pages, phys
             out.append(Claim(it["phys"], it["nr_pages"] << PAGE_SHIFT,
                              sub.name, what))

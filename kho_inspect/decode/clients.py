@@ -11,6 +11,7 @@ from .. import fdt as fdtmod
 from ..abi import clients as abi
 from ..abi.common import PAGE_SIZE, u64le
 from ..errors import KhoError
+from .model import MapPage
 from .vmalloc import decode_vmalloc, read_vmalloc
 
 
@@ -109,14 +110,253 @@ def kexec_metadata(blob: bytes, mem, where: str):
             "kexec_count": count}, []
 
 
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _page(phys: int, where: str) -> None:
+    if not phys or phys % PAGE_SIZE:
+        raise KhoError(f"{where}: phys 0x{phys:x} is not a page address")
+
+
+def block_chain(mem, head: int, entry_size: int, where: str):
+    """The entries of a 7.2+ ``kho_block`` chain starting at *head*, as
+    ``(entries, blocks)``: each entry's bytes, and the phys of every block.
+    The checks are ``kho_block_set_restore``'s: no cycle, at most
+    KHO_MAX_BLOCKS blocks, ``1 <= count <= (block size - 16) / entry_size``.
+    """
+    cap = (abi.KHO_BLOCK_SIZE - abi.KHO_BLOCK_HEADER.size) // entry_size
+    entries, blocks, seen, phys = [], [], set(), head
+    while phys:
+        if phys in seen:
+            raise KhoError(f"{where}: kho_block chain loops at phys "
+                           f"0x{phys:x}")
+        if len(blocks) >= abi.KHO_MAX_BLOCKS:
+            raise KhoError(f"{where}: kho_block chain longer than "
+                           f"{abi.KHO_MAX_BLOCKS} blocks")
+        _page(phys, f"{where} kho_block")
+        seen.add(phys)
+        raw = mem.read(phys, abi.KHO_BLOCK_SIZE, f"{where} kho_block")
+        nxt, count = abi.KHO_BLOCK_HEADER.unpack_from(raw)
+        if not 1 <= count <= cap:
+            raise KhoError(f"{where}: kho_block at phys 0x{phys:x} holds "
+                           f"{count} entries, not 1..{cap}")
+        blocks.append(phys)
+        off = abi.KHO_BLOCK_HEADER.size
+        entries += [raw[off + i * entry_size:off + (i + 1) * entry_size]
+                    for i in range(count)]
+        phys = nxt
+    return entries, blocks
+
+
+def memfd_ser(mem, phys: int, compatible: str, where: str):
+    """memfd's ``struct memfd_luo_ser`` at *phys* (its own page, preserved
+    by ``kho_alloc_preserve``) and the folios its ``kho_vmalloc`` lists.
+
+    :returns: ``(info, pages)``; ``info["folios"]`` lists each preserved
+        folio's ``phys``, ``index`` (page offset in the file) and ``flags``
+        (entries with pfn 0 are skipped, as memfd_luo skips them).
+    """
+    st = abi.MEMFD_SER[compatible]
+    _page(phys, f"{where} memfd_luo_ser")
+    raw = mem.read(phys, st.size, f"{where} memfd_luo_ser")
+    if compatible == "memfd-v1":
+        pos, size, nr, desc = st.unpack(raw)
+        info = {"phys": phys, "pos": pos, "size": size, "nr_folios": nr}
+    else:
+        pos, size, seals, flags, nr, desc = st.unpack(raw)
+        info = {"phys": phys, "pos": pos, "size": size, "seals": seals,
+                "flags": flags, "nr_folios": nr}
+    pages = [MapPage(phys, PAGE_SIZE, "memfd-ser")]
+    if not nr:                          # an empty memfd lists nothing
+        info["folios"] = []
+        return info, pages
+    fs = abi.MEMFD_FOLIO_SER
+    vinfo, blocks, chunks = decode_vmalloc(mem, desc, f"{where} folios")
+    if nr * fs.size > vinfo["total_pages"] * PAGE_SIZE:
+        raise KhoError(f"{where}: nr_folios {nr} needs {nr * fs.size} bytes;"
+                       f" its vmalloc area holds {vinfo['total_pages']} "
+                       "page(s)")
+    info.update(vmalloc=vinfo, list_blocks=blocks)
+    pages += chunks + [MapPage(b, PAGE_SIZE << vinfo["order"],
+                               "vmalloc-data") for b in blocks]
+    data, _ = read_vmalloc(mem, blocks, vinfo["order"], nr * fs.size, where)
+    mask = (1 << abi.MEMFD_PFN_BITS) - 1
+    folios = []
+    for i in range(nr):
+        word, index = fs.unpack_from(data, i * fs.size)
+        if word & mask:
+            folios.append({"phys": (word & mask) * PAGE_SIZE, "index": index,
+                           "flags": word >> abi.MEMFD_PFN_BITS})
+    info["folios"] = folios
+    return info, pages
+
+
+def _luo_files(mem, files: list, where: str):
+    """Decode each ``luo_file_ser`` (bytes) of one session: the handler's
+    compatible, token and data; a memfd's record and folios. A file that
+    does not decode gets an ``error`` and hides nothing else."""
+    out, pages = [], []
+    for raw in files:
+        compat, data, token = abi.LUO_FILE_SER.unpack(raw)
+        f = {"compatible": _cstr(compat), "token": token, "data": data}
+        if f["compatible"] in abi.MEMFD_SER:
+            try:
+                f["memfd"], more = memfd_ser(mem, data, f["compatible"],
+                                             f"{where} file {token}")
+                pages += more
+            except KhoError as e:
+                f["error"] = str(e)
+        out.append(f)
+    return out, pages
+
+
+def _luo_session(mem, raw: bytes, chained: bool, where: str):
+    """One ``luo_session_ser``: its name and files (a kho_block chain when
+    *chained*, 7.2+; else an array of LUO_FILE_PGCNT pages)."""
+    name, files_pa, count = abi.LUO_SESSION_SER.unpack(raw)
+    s = {"name": _cstr(name), "files_pa": files_pa, "count": count,
+         "file_blocks": [], "files": []}
+    where = f"{where} session {s['name']!r}"
+    pages = []
+    try:
+        if not files_pa:
+            if count:
+                raise KhoError(f"{where}: {count} files and no file list")
+            return s, pages
+        fs = abi.LUO_FILE_SER.size
+        if chained:
+            entries, s["file_blocks"] = block_chain(mem, files_pa, fs, where)
+            s["file_block_pages"] = 1
+            if len(entries) != count:
+                raise KhoError(f"{where}: {len(entries)} files in its "
+                               f"blocks, count says {count}")
+        else:
+            size = abi.LUO_FILE_PGCNT * PAGE_SIZE
+            if count > size // fs:
+                raise KhoError(f"{where}: {count} files, the array holds "
+                               f"{size // fs}")
+            _page(files_pa, f"{where} file array")
+            arr = mem.read(files_pa, count * fs, f"{where} file array")
+            entries = [arr[i * fs:(i + 1) * fs] for i in range(count)]
+            s["file_blocks"] = [files_pa]
+            s["file_block_pages"] = abi.LUO_FILE_PGCNT
+        pages += [MapPage(b, s["file_block_pages"] * PAGE_SIZE, "luo-files")
+                  for b in s["file_blocks"]]
+        s["files"], more = _luo_files(mem, entries, where)
+        pages += more
+    except KhoError as e:
+        s["error"] = str(e)
+    return s, pages
+
+
+def _luo_flb(mem, phys: int, where: str):
+    """The FLB header page(s): ``luo_flb_header_ser`` + ``luo_flb_ser``."""
+    _page(phys, f"{where} FLB header")
+    head = mem.read(phys, abi.LUO_FLB_HEADER.size, f"{where} FLB header")
+    pgcnt, count = abi.LUO_FLB_HEADER.unpack(head)
+    cap = (pgcnt * PAGE_SIZE - abi.LUO_FLB_HEADER.size) // abi.LUO_FLB_SER.size
+    if not 1 <= pgcnt <= 1024 or count > cap:
+        raise KhoError(f"{where}: FLB header at phys 0x{phys:x}: pgcnt "
+                       f"{pgcnt}, count {count}")
+    raw = mem.read(phys + abi.LUO_FLB_HEADER.size,
+                   count * abi.LUO_FLB_SER.size, f"{where} FLB entries")
+    entries = []
+    for i in range(count):
+        n, data, c = abi.LUO_FLB_SER.unpack_from(raw, i * abi.LUO_FLB_SER.size)
+        entries.append({"name": _cstr(n), "data": data, "count": c})
+    return ({"phys": phys, "pgcnt": pgcnt, "entries": entries},
+            [MapPage(phys, pgcnt * PAGE_SIZE, "luo-flb")])
+
+
+def _luo_follow(out: dict, mem, where: str, flb_pa: int, sessions):
+    """Fill *out* with the FLB header and the sessions; *sessions* is a
+    callable giving ``(session entries, chained, session pages)``. A part
+    that does not decode leaves a one-line error (``flb_error``,
+    ``sessions_error``, or the session's or file's ``error``) and hides
+    nothing else."""
+    pages = []
+    if flb_pa:
+        try:
+            out["flb"], more = _luo_flb(mem, flb_pa, where)
+            pages += more
+        except KhoError as e:
+            out["flb_error"] = str(e)
+    out["sessions"] = []
+    try:
+        entries, chained, more = sessions()
+    except KhoError as e:
+        out["sessions_error"] = str(e)
+        return pages
+    pages += more
+    for raw in entries:
+        s, more = _luo_session(mem, raw, chained, where)
+        out["sessions"].append(s)
+        pages += more
+    return pages
+
+
 def luo_ser(blob: bytes, mem, where: str):
-    """7.2+ raw ``struct luo_ser``."""
+    """7.2+ raw ``struct luo_ser``; with a ``luo-v5`` compatible, its FLB
+    header and the sessions' kho_block chain, each session's file chain
+    and each memfd's record and folios (``sessions_pa`` is 0 until the
+    reboot path serializes: then no session is listed)."""
     if len(blob) < abi.LUO_SER.size:
         raise KhoError(f"{where}: {len(blob)} bytes, need {abi.LUO_SER.size}")
     compat, num, sessions, flbs = abi.LUO_SER.unpack_from(blob)
-    return {"compatible": compat.split(b"\0", 1)[0].decode(errors="replace"),
-            "liveupdate_num": num, "sessions_pa": sessions,
-            "flbs_pa": flbs}, []
+    out = {"compatible": _cstr(compat), "liveupdate_num": num,
+           "sessions_pa": sessions, "flbs_pa": flbs}
+    if out["compatible"] != abi.LUO_SER_COMPATIBLE:
+        return out, []                  # not a layout we know: not followed
+
+    def chain():
+        if not sessions:
+            return [], True, []
+        entries, blocks = block_chain(mem, sessions,
+                                      abi.LUO_SESSION_SER.size,
+                                      f"{where} sessions")
+        out["session_blocks"], out["session_block_pages"] = blocks, 1
+        return entries, True, [MapPage(b, PAGE_SIZE, "luo-sessions")
+                               for b in blocks]
+    return out, _luo_follow(out, mem, where, flbs, chain)
+
+
+def luo_fdt(tree: fdtmod.Fdt, mem, where: str):
+    """6.19-7.1 ``luo-v1`` FDT: ``liveupdate-number``; ``luo-session``'s
+    header (``{u64 count}`` + sessions, LUO_SESSION_PGCNT pages, preserved
+    from boot; count is 0 until the reboot path serializes); 7.1's
+    ``luo-flb`` header; each session's file array and memfds."""
+    root = tree.root
+    out = {"liveupdate_num": _u64(root, abi.LUO_FDT_LIVEUPDATE_NUM, where)}
+    fl = root.child(abi.LUO_FLB_NODE)
+    flb_pa = _u64(fl, abi.LUO_FLB_HEADER_PROP, f"{where}/{abi.LUO_FLB_NODE}") \
+        if fl is not None else 0
+
+    def header():
+        sn = root.child(abi.LUO_SESSION_NODE)
+        w = f"{where}/{abi.LUO_SESSION_NODE}"
+        if sn is None:
+            raise KhoError(f"{where}: no {abi.LUO_SESSION_NODE!r} node")
+        compat = sn.props.get("compatible")
+        if compat is None or \
+                abi.LUO_SESSION_COMPATIBLE not in compat.strings():
+            raise KhoError(f"{w}: compatible "
+                           f"{compat.string() if compat else None!r}, not "
+                           f"{abi.LUO_SESSION_COMPATIBLE!r}")
+        phys = _u64(sn, abi.LUO_SESSION_HEADER, w)
+        _page(phys, f"{w} header")
+        out["session_blocks"] = [phys]
+        out["session_block_pages"] = abi.LUO_SESSION_PGCNT
+        pages = [MapPage(phys, abi.LUO_SESSION_PGCNT * PAGE_SIZE,
+                         "luo-sessions")]
+        count = u64le(mem.read(phys, 8, f"{w} header"))
+        ss = abi.LUO_SESSION_SER.size
+        if count > (abi.LUO_SESSION_PGCNT * PAGE_SIZE - 8) // ss:
+            raise KhoError(f"{w}: header at phys 0x{phys:x}: count {count} "
+                           "does not fit its pages")
+        raw = mem.read(phys + 8, count * ss, f"{w} sessions")
+        return [raw[i * ss:(i + 1) * ss] for i in range(count)], False, pages
+    return out, _luo_follow(out, mem, where, flb_pa, header)
 
 
 def workload_table(raw: bytes, mem, where: str):
@@ -139,11 +379,13 @@ def workload_table(raw: bytes, mem, where: str):
     items, pages = [], []
     for i in range(nr):
         (iid, kind, phys, nr_pages, order, state, csum,
-         desc, ) = e.unpack_from(raw, h.size + i * e.size)
+         desc, stride) = e.unpack_from(raw, h.size + i * e.size)
         item = {"id": iid, "kind": abi.WORKLOAD_KINDS.get(kind, str(kind)),
                 "state": abi.WORKLOAD_STATES.get(state, str(state)),
                 "phys": phys, "nr_pages": nr_pages, "order": order,
                 "csum": csum}
+        if item["kind"] == "scatter":
+            item["stride"] = stride
         if item["kind"] == "vmalloc" and item["state"] == "preserved":
             try:
                 vinfo, blocks, vpages = decode_vmalloc(
@@ -172,6 +414,7 @@ def workload_fdt(tree: fdtmod.Fdt, mem, where: str):
 
 #: FDT blobs recognised by the sub-node name.
 FDT_CLIENTS = {abi.MEMBLOCK_NODE: memblock, abi.TEST_KHO_NODE: test_kho,
+               abi.LUO_NODE: luo_fdt,
                abi.WORKLOAD_NODE: workload_fdt}
 #: Raw (non-FDT) blobs recognised by the sub-node name.
 RAW_CLIENTS = {abi.KEXEC_METADATA_NODE: kexec_metadata, abi.LUO_NODE: luo_ser,

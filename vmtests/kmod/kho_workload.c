@@ -14,6 +14,8 @@
  *     pages NR ALIGN      NR contiguous pages, first pfn a multiple of ALIGN,
  *                         kho_preserve_pages (6.18+) or kho_preserve_phys
  *     vmalloc NR          vmalloc(NR pages), kho_preserve_vmalloc (6.18+)
+ *     scatter NR STRIDE   NR order-0 folios, one every STRIDE pages of one
+ *                         contiguous run, kho_preserve_folio each (scale)
  *     unpreserve ID       kho_unpreserve_{folio,pages,vmalloc} (6.19+)
  *     bogus               kho_restore_folio() of a page never preserved
  *     scribble ID         XOR 0xff over the first 64 bytes of item ID's first
@@ -109,6 +111,7 @@ enum kw_kind {
 	KW_PAGES = 3,
 	KW_PHYS = 4,
 	KW_VMALLOC = 5,
+	KW_SCATTER = 6,
 };
 
 enum kw_state {
@@ -127,6 +130,7 @@ static const char *const kw_kind_names[] = {
 	[KW_PAGES] = "pages",
 	[KW_PHYS] = "phys",
 	[KW_VMALLOC] = "vmalloc",
+	[KW_SCATTER] = "scatter",
 };
 
 static const char *const kw_state_names[] = {
@@ -153,7 +157,8 @@ struct kw_entry {
 	__le32 state;
 	__le64 csum;
 	u8 vmalloc_desc[16];
-	u8 pad[8];
+	__le32 stride;		/* scatter: pages from one block to the next */
+	u8 pad[4];
 } __packed;
 
 static_assert(sizeof(struct kw_header) == 16);
@@ -176,6 +181,8 @@ struct kw_item {
 	} vm;
 	phys_addr_t *vm_pages;	/* vmalloc: phys of every data page */
 	unsigned long vm_nr;
+	unsigned long stride;	/* scatter: pages between blocks */
+	unsigned long done;	/* scatter: blocks [0, done) held */
 	/* memory held by this module for the item */
 	struct folio *folio;	/* blob, folio */
 	struct page *page;	/* pages, phys */
@@ -382,6 +389,57 @@ static struct page *kw_alloc_run(unsigned long nr, unsigned long align)
 	return kw_alloc_contig(nr, align);
 }
 
+/*
+ * scatter: NR order-0 folios, one every STRIDE pages of one contiguous run
+ * (the pages between them are freed), each preserved on its own, so that
+ * the kernel holds NR blocks (NR runs when STRIDE > 1).  The run keeps the
+ * item describable by one table entry; its content is not filled (csum 0):
+ * the scale tests want the kernel's tracker, not the data.
+ */
+static struct folio *kw_scatter_folio(const struct kw_item *item,
+				      unsigned long i)
+{
+	return pfn_folio(PHYS_PFN(item->phys) + i * item->stride);
+}
+
+/* Preserve the blocks from item->done on; 0 or the first error. */
+static int kw_scatter_preserve(struct kw_item *item)
+{
+	int err;
+
+	for (; item->done < item->nr_pages; item->done++) {
+		err = kho_preserve_folio(kw_scatter_folio(item, item->done));
+		if (err)
+			return err;
+		if (!(item->done % 1024))
+			cond_resched();
+	}
+	return 0;
+}
+
+/* Put the blocks [from, done). */
+static void kw_scatter_put(struct kw_item *item, unsigned long from)
+{
+	unsigned long i;
+
+	for (i = from; i < item->done; i++)
+		folio_put(kw_scatter_folio(item, i));
+	item->done = from;
+}
+
+#if KW_HAVE_UNPRESERVE
+static void kw_scatter_unpreserve(struct kw_item *item)
+{
+	unsigned long i;
+
+	for (i = 0; i < item->done; i++) {
+		kho_unpreserve_folio(kw_scatter_folio(item, i));
+		if (!(i % 1024))
+			cond_resched();
+	}
+}
+#endif
+
 /* ---------------------------------------------------------------------- */
 /* the handed-over table */
 
@@ -427,6 +485,7 @@ static void kw_table_write(void *buf)
 		if (item->kind == KW_VMALLOC)
 			memcpy(e->vmalloc_desc, item->vm.raw,
 			       sizeof(e->vmalloc_desc));
+		e->stride = cpu_to_le32((u32)item->stride);
 		e++;
 		n++;
 	}
@@ -632,6 +691,16 @@ static int kw_represerve(struct kw_item *item)
 		return kho_preserve_phys(page_to_phys(item->page),
 					 item->nr_pages << PAGE_SHIFT);
 #endif
+	case KW_SCATTER: {
+		/* every block is held; preserve them all again */
+		unsigned long held = item->done;
+		int err;
+
+		item->done = 0;
+		err = kw_scatter_preserve(item);
+		item->done = held;
+		return err;
+	}
 	default:
 		return 0;
 	}
@@ -816,6 +885,57 @@ static int kw_cmd_vmalloc(unsigned long nr)
 #endif
 }
 
+static int kw_cmd_scatter(unsigned long nr, unsigned long stride)
+{
+	unsigned long span, i;
+	struct kw_item *item;
+	struct page *page;
+	int err;
+
+	if (!nr || !stride || stride > U32_MAX || nr > KW_MAX_PAGES / stride)
+		return -EINVAL;
+	span = nr * stride;
+	item = kw_new(KW_SCATTER);
+	if (IS_ERR(item))
+		return PTR_ERR(item);
+	/* aligned to its own size: the range search then steps run by run */
+	page = kw_alloc_run(span, roundup_pow_of_two(span));
+	if (!page) {
+		kfree(item);
+		return -ENOMEM;
+	}
+	for (i = 0; i < span; i++)
+		if (i % stride)
+			__free_page(page + i);
+	item->phys = page_to_phys(page);
+	item->order = 0;
+	item->nr_pages = nr;
+	item->stride = stride;
+	item->done = 0;		/* here: how many are preserved */
+	err = kw_scatter_preserve(item);
+	item->ret = err;
+	kw_add(item);
+	if (err) {
+		unsigned long kept = item->done;
+
+		item->state = KW_FAILED;
+#if KW_HAVE_UNPRESERVE
+		kw_scatter_unpreserve(item);
+		kept = 0;
+#endif
+		/* <= 6.18 cannot unpreserve: those blocks stay, pinned */
+		item->done = nr;	/* all held; put those not kept */
+		kw_scatter_put(item, kept);
+		if (kept)
+			kw_pin();
+		return err;
+	}
+	item->state = KW_PRESERVED;
+	item->page = page;
+	kw_pin();
+	return 0;
+}
+
 static int kw_cmd_unpreserve(unsigned long id)
 {
 #if KW_HAVE_UNPRESERVE
@@ -840,6 +960,11 @@ static int kw_cmd_unpreserve(unsigned long id)
 		kho_unpreserve_vmalloc(&item->vm.desc);
 		vfree(item->vaddr);
 		item->vaddr = NULL;
+		break;
+	case KW_SCATTER:
+		kw_scatter_unpreserve(item);
+		kw_scatter_put(item, 0);
+		item->page = NULL;
 		break;
 	default:
 		return -EINVAL;
@@ -1017,6 +1142,8 @@ static int kw_run(char *line)
 		return kw_cmd_pages(a, b);
 	if (!strcmp(argv[0], "vmalloc") && argc == 2)
 		return kw_cmd_vmalloc(a);
+	if (!strcmp(argv[0], "scatter") && argc == 3)
+		return kw_cmd_scatter(a, b);
 	if (!strcmp(argv[0], "unpreserve") && argc == 2)
 		return kw_cmd_unpreserve(a);
 	if (!strcmp(argv[0], "loop") && argc == 2)
@@ -1087,6 +1214,8 @@ static int kw_list_show(struct seq_file *m, void *v)
 		   item->id, kw_kind_names[item->kind],
 		   kw_state_names[item->state], (u64)item->phys, item->order,
 		   item->nr_pages, item->csum, item->ret);
+	if (item->kind == KW_SCATTER)
+		seq_printf(m, " stride=%lu", item->stride);
 	if (item->kind == KW_VMALLOC && item->vm_pages) {
 		seq_puts(m, " pages=");
 		for (i = 0; i < item->vm_nr; i++)
@@ -1198,7 +1327,7 @@ static int kw_parse(const void *table, size_t len)
 		u32 kind = le32_to_cpu(e->kind), state = le32_to_cpu(e->state);
 		struct kw_item *item;
 
-		if (kind < KW_BLOB || kind > KW_VMALLOC ||
+		if (kind < KW_BLOB || kind > KW_SCATTER ||
 		    (state != KW_PRESERVED && state != KW_UNPRESERVED) ||
 		    !le64_to_cpu(e->nr_pages) ||
 		    le64_to_cpu(e->nr_pages) > KW_MAX_PAGES ||
@@ -1214,8 +1343,12 @@ static int kw_parse(const void *table, size_t len)
 		item->nr_pages = le64_to_cpu(e->nr_pages);
 		item->order = (s32)le32_to_cpu(e->order);
 		item->csum = le64_to_cpu(e->csum);
+		item->stride = le32_to_cpu(e->stride);
 		memcpy(item->vm.raw, e->vmalloc_desc, sizeof(item->vm.raw));
 		kw_add(item);
+		if (kind == KW_SCATTER && (!item->stride || item->nr_pages >
+					   KW_MAX_PAGES / item->stride))
+			return -EINVAL;
 		if (kind == KW_VMALLOC && state == KW_PRESERVED)
 			kw_vmalloc_pages(item);
 	}
@@ -1269,6 +1402,33 @@ static const char *kw_restore_item(struct kw_item *item, char *why, size_t n)
 		data = item->vaddr;
 		break;
 #endif
+	case KW_SCATTER:
+		for (item->done = 0; item->done < item->nr_pages; item->done++) {
+			folio = kho_restore_folio(item->phys + PFN_PHYS(
+					item->done * item->stride));
+			if (!folio)
+				break;
+			if (folio_order(folio)) {
+				item->done++;
+				item->state = KW_MISMATCH;
+				snprintf(why, n, "block %lu restored, order MISMATCH (got %u, want 0)",
+					 item->done - 1, folio_order(folio));
+				return why;
+			}
+			if (!(item->done % 1024))
+				cond_resched();
+		}
+		if (item->done < item->nr_pages) {
+			item->state = KW_FAILED;
+			item->ret = -1;
+			snprintf(why, n, "FAILED (NULL at block %lu of %lu)",
+				 item->done, item->nr_pages);
+			return why;
+		}
+		item->ret = 0;
+		item->page = pfn_to_page(PHYS_PFN(item->phys));
+		item->state = KW_RESTORED;
+		return "restored (no content checksum)";
 	default:
 		/* 6.16/6.17 kind "phys": no KHO call restores a range */
 		item->state = KW_UNRESTORED;
@@ -1417,6 +1577,8 @@ static void kw_release(struct kw_item *item)
 			kho_unpreserve_pages(item->page, item->nr_pages);
 		} else if (item->kind == KW_VMALLOC) {
 			kho_unpreserve_vmalloc(&item->vm.desc);
+		} else if (item->kind == KW_SCATTER) {
+			kw_scatter_unpreserve(item);
 		}
 		fallthrough;
 #endif
@@ -1428,6 +1590,10 @@ static void kw_release(struct kw_item *item)
 		 */
 		if (item->kind == KW_BOGUS || item->kind == KW_BLOB)
 			break;
+		if (item->kind == KW_SCATTER) {
+			kw_scatter_put(item, 0);	/* order-0 folios */
+			break;
+		}
 		if (item->folio)
 			folio_put(item->folio);
 		vfree(item->vaddr);
