@@ -82,17 +82,83 @@ def _subnode_claims(sub) -> list[Claim]:
     return out
 
 
-def claims(h) -> list[Claim]:
+def _pages_order(n: int) -> int | None:
+    """The folio order of a ``kho_alloc_preserve`` of *n* pages."""
+    return (n - 1).bit_length() if n > 0 else None
+
+
+def luo_claims(owner: str, c: dict) -> list[Claim]:
+    """LUO's records and what its sessions hold, from a decoded ``LUO``
+    blob or the walker's view of the kernel's sessions (the same shape:
+    kho_inspect.decode.clients.luo_ser / luo_fdt, kho_inspect.walk.luo):
+    the session blocks, the FLB header, per session its file blocks and
+    per memfd its record, folio list (vmalloc chunks and data) and folios.
+    A memfd folio is claimed by its first page: the restore takes the
+    order from the map."""
+    out = []
+    n = c.get("session_block_pages", 1)
+    for b in c.get("session_blocks", []):
+        out.append(Claim(b, n * PAGE_SIZE, owner, "sessions",
+                         _pages_order(n)))
+    f = c.get("flb")
+    if f:
+        out.append(Claim(f["phys"], f["pgcnt"] * PAGE_SIZE, owner,
+                         "FLB header", _pages_order(f["pgcnt"])))
+    for s in c.get("sessions", []):
+        what = f"session {s['name']}"
+        n = s.get("file_block_pages", 1)
+        for b in s.get("file_blocks", []):
+            out.append(Claim(b, n * PAGE_SIZE, owner, f"{what} files",
+                             _pages_order(n)))
+        for fl in s.get("files", []):
+            m = fl.get("memfd")
+            if not m:
+                continue
+            w = f"{what} memfd {fl['token']}"
+            out.append(Claim(m["phys"], PAGE_SIZE, owner, f"{w} record", 0))
+            out += [Claim(p, PAGE_SIZE, owner, f"{w} folio list")
+                    for p in m.get("list_chunks", [])]
+            if "vmalloc" in m:
+                size = PAGE_SIZE << m["vmalloc"]["order"]
+                out += [Claim(p, size, owner, f"{w} folio list")
+                        for p in m.get("list_blocks", [])]
+            out += [Claim(x["phys"], PAGE_SIZE, owner, f"{w} folio")
+                    for x in m.get("folios", [])]
+    return out
+
+
+def live_claims(prog) -> list[Claim]:
+    """What the running kernel's LUO holds (kho_inspect.walk.luo): its
+    sessions' blocks, files and memfd folios, also before the reboot path
+    has written them into the ``LUO`` sub-node. None when the kernel has
+    no LUO or its lists cannot be read."""
+    from ..abi.clients import LUO_NODE
+    from ..errors import KhoError
+    from ..walk.luo import luo_sessions
+    try:
+        states = luo_sessions(prog)
+    except KhoError:
+        return []
+    return [c for st in states for c in luo_claims(LUO_NODE, st)]
+
+
+def claims(h, prog=None) -> list[Claim]:
     """Every claim the decoded :class:`~kho_inspect.decode.model.Handover`
     *h* makes: KHO's root FDT page, and per sub-node its blob, the pages
     its decoder read (vmalloc chunks and data) and what its content lists
     (test_kho folios, memblock regions, kho_workload items still
-    preserved)."""
+    preserved, LUO's sessions). With *prog* (a program with the kernel's
+    DWARF), also what the kernel's LUO holds (:func:`live_claims`)."""
+    from ..abi.clients import LUO_NODE
     out = []
     if h.fdt_phys is not None:
         out.append(Claim(h.fdt_phys, h.fdt_size, KHO, "root FDT"))
     for sub in h.subnodes:
         out += _subnode_claims(sub)
+        if sub.name == LUO_NODE and sub.content:
+            out += luo_claims(sub.name, sub.content)
+    if prog is not None:
+        out += live_claims(prog)
     return out
 
 

@@ -177,7 +177,8 @@ def memfd_ser(mem, phys: int, compatible: str, where: str):
         raise KhoError(f"{where}: nr_folios {nr} needs {nr * fs.size} bytes;"
                        f" its vmalloc area holds {vinfo['total_pages']} "
                        "page(s)")
-    info.update(vmalloc=vinfo, list_blocks=blocks)
+    info.update(vmalloc=vinfo, list_chunks=[p.phys for p in chunks],
+                list_blocks=blocks)
     pages += chunks + [MapPage(b, PAGE_SIZE << vinfo["order"],
                                "vmalloc-data") for b in blocks]
     data, _ = read_vmalloc(mem, blocks, vinfo["order"], nr * fs.size, where)
@@ -211,7 +212,7 @@ def _luo_files(mem, files: list, where: str):
     return out, pages
 
 
-def _luo_session(mem, raw: bytes, chained: bool, where: str):
+def luo_session(mem, raw: bytes, chained: bool, where: str):
     """One ``luo_session_ser``: its name and files (a kho_block chain when
     *chained*, 7.2+; else an array of LUO_FILE_PGCNT pages)."""
     name, files_pa, count = abi.LUO_SESSION_SER.unpack(raw)
@@ -250,7 +251,7 @@ def _luo_session(mem, raw: bytes, chained: bool, where: str):
     return s, pages
 
 
-def _luo_flb(mem, phys: int, where: str):
+def luo_flb(mem, phys: int, where: str):
     """The FLB header page(s): ``luo_flb_header_ser`` + ``luo_flb_ser``."""
     _page(phys, f"{where} FLB header")
     head = mem.read(phys, abi.LUO_FLB_HEADER.size, f"{where} FLB header")
@@ -278,7 +279,7 @@ def _luo_follow(out: dict, mem, where: str, flb_pa: int, sessions):
     pages = []
     if flb_pa:
         try:
-            out["flb"], more = _luo_flb(mem, flb_pa, where)
+            out["flb"], more = luo_flb(mem, flb_pa, where)
             pages += more
         except KhoError as e:
             out["flb_error"] = str(e)
@@ -290,7 +291,7 @@ def _luo_follow(out: dict, mem, where: str, flb_pa: int, sessions):
         return pages
     pages += more
     for raw in entries:
-        s, more = _luo_session(mem, raw, chained, where)
+        s, more = luo_session(mem, raw, chained, where)
         out["sessions"].append(s)
         pages += more
     return pages
@@ -349,14 +350,20 @@ def luo_fdt(tree: fdtmod.Fdt, mem, where: str):
         out["session_block_pages"] = abi.LUO_SESSION_PGCNT
         pages = [MapPage(phys, abi.LUO_SESSION_PGCNT * PAGE_SIZE,
                          "luo-sessions")]
-        count = u64le(mem.read(phys, 8, f"{w} header"))
-        ss = abi.LUO_SESSION_SER.size
-        if count > (abi.LUO_SESSION_PGCNT * PAGE_SIZE - 8) // ss:
-            raise KhoError(f"{w}: header at phys 0x{phys:x}: count {count} "
-                           "does not fit its pages")
-        raw = mem.read(phys + 8, count * ss, f"{w} sessions")
-        return [raw[i * ss:(i + 1) * ss] for i in range(count)], False, pages
+        return session_array(mem, phys, w), False, pages
     return out, _luo_follow(out, mem, where, flb_pa, header)
+
+
+def session_array(mem, phys: int, where: str) -> list[bytes]:
+    """6.19/7.1: the ``luo_session_ser`` entries after the ``{u64 count}``
+    header at *phys* (LUO_SESSION_PGCNT pages)."""
+    count = u64le(mem.read(phys, 8, f"{where} header"))
+    ss = abi.LUO_SESSION_SER.size
+    if count > (abi.LUO_SESSION_PGCNT * PAGE_SIZE - 8) // ss:
+        raise KhoError(f"{where}: header at phys 0x{phys:x}: count {count} "
+                       "does not fit its pages")
+    raw = mem.read(phys + 8, count * ss, f"{where} sessions")
+    return [raw[i * ss:(i + 1) * ss] for i in range(count)]
 
 
 def workload_table(raw: bytes, mem, where: str):
