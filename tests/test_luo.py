@@ -191,3 +191,39 @@ def test_luo_claim_wants_the_order(tmp_path, dtc, capsys):
               release="7.3.4")
     rc, doc, ids = findings(capsys, "--core", p)
     assert ("claim-preserved", 0x510000) in ids
+
+
+def test_real_luo_records_7_3_4(tmp_path, dtc, capsys):
+    """Records a 7.3.4 kernel serialized at kexec (a devboot guest booted
+    with liveupdate=1: session "kho-inspect-demo", a 96-page memfd with
+    token 0x1234), read in the next kernel before /dev/liveupdate was
+    opened: the session block, file block, memfd_luo_ser, vmalloc chunk and
+    folio array. The oracle is the previous kernel's /proc/self/pagemap of
+    a mapping of the memfd, taken after the preserve. The luo_ser is built
+    here (the real one is freed at boot) pointing at the real chain."""
+    import base64
+    import os
+    d = json.load(open(os.path.join(os.path.dirname(__file__), "data",
+                                    "luo-7.3.4-incoming.json")))
+    pages = [(int(p, 16), base64.b64decode(b)) for p, b in d["pages"].items()]
+    luo = struct.pack(LUO_SER, b"luo-v5", 1, d["sessions_pa"], 0)
+    segs = pages + [(0x500000, luo.ljust(PAGE, b"\0"))]
+    blocks = {(p, 0) for p, _ in segs} | {(p, 0) for p in d["pagemap_phys"]}
+    sub = (f' LUO {{ PROP = {u64le(0x500000)}; blob-size = '
+           f'{u64le(len(luo))}; }};\n')
+    p = image(tmp_path, dtc, blocks, compatible="kho-v4", subnodes=sub,
+              extra_segs=segs, release="7.3.4")
+    rc, out, _ = run(capsys, "fdt", "--core", p, "--json")
+    c = next(s for s in json.loads(out)["subnodes"]
+             if s["name"] == "LUO")["content"]
+    (s,) = c["sessions"]
+    assert s["name"] == d["session"] == "kho-inspect-demo"
+    (f,) = s["files"]
+    assert (f["compatible"], f["token"]) == ("memfd-v2", d["token"])
+    m = f["memfd"]
+    assert m["size"] == 96 * PAGE and m["nr_folios"] == 96
+    assert [(x["phys"], x["index"]) for x in m["folios"]] == \
+        [(ph, i) for i, ph in enumerate(d["pagemap_phys"])]
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert rc == 0 and "(unclaimed)" not in doc["owners"]
+    assert doc["owners"]["LUO"]["blocks"] == 1 + 5 + 96
