@@ -227,3 +227,47 @@ def test_real_luo_records_7_3_4(tmp_path, dtc, capsys):
     rc, doc, ids = findings(capsys, "--core", p)
     assert rc == 0 and "(unclaimed)" not in doc["owners"]
     assert doc["owners"]["LUO"]["blocks"] == 1 + 5 + 96
+
+
+def test_real_luo_records_7_1_13(tmp_path, dtc, capsys):
+    """The same on 7.1.13, where the records are a 16-page session header
+    (order 4, from boot) and a session's 2-page file array (order 1): the
+    first page of each, as the next kernel found them. The luo-v1 FDT is
+    built here pointing at the real header."""
+    import base64
+    import os
+    d = json.load(open(os.path.join(os.path.dirname(__file__), "data",
+                                    "luo-7.1.13-incoming.json")))
+    pages = {int(p, 16): base64.b64decode(b) for p, b in d["pages"].items()}
+    # the session header: {u64 count = 1} then the session's name
+    (header,) = [p for p, b in pages.items()
+                 if b[8:8 + len(d["session"])] == d["session"].encode()]
+    # {u64 count} + luo_session_ser: its file array
+    files = struct.unpack_from(SESSION, pages[header], 8)[1]
+    assert files in pages
+    luo = run_dtc(dtc, (
+        '/dts-v1/;\n/ {\n compatible = "luo-v1";\n'
+        f' liveupdate-number = {u64le(1)};\n'
+        ' luo-session { compatible = "luo-session-v2";\n'
+        f'  luo-session-header = {u64le(header)}; }};\n}};\n').encode())
+    segs = list(pages.items()) + [(0x500000, luo.ljust(PAGE, b"\0"))]
+    blocks = {(header, 4), (files, 1)} | \
+        {(p, 0) for p in pages if p not in (header, files)} | \
+        {(0x500000, 0)} | {(p, 0) for p in d["pagemap_phys"]}
+    sub = (f' LUO {{ PROP = {u64le(0x500000)}; blob-size = '
+           f'{u64le(len(luo))}; }};\n')
+    p = image(tmp_path, dtc, blocks, compatible="kho-v3", subnodes=sub,
+              extra_segs=segs, release="7.1.13")
+    rc, out, _ = run(capsys, "fdt", "--core", p, "--json")
+    c = next(s for s in json.loads(out)["subnodes"]
+             if s["name"] == "LUO")["content"]
+    (s,) = c["sessions"]
+    assert s["name"] == d["session"] and s["file_blocks"] == [files]
+    (f,) = s["files"]
+    assert (f["compatible"], f["token"]) == ("memfd-v2", d["token"])
+    assert [(x["phys"], x["index"]) for x in f["memfd"]["folios"]] == \
+        [(ph, i) for i, ph in enumerate(d["pagemap_phys"])]
+    rc, doc, ids = findings(capsys, "--core", p)
+    assert rc == 0 and "(unclaimed)" not in doc["owners"]
+    assert not [i for i in ids if i[0] == "claim-preserved"]
+    assert doc["owners"]["LUO"]["blocks"] == 1 + 5 + 96
