@@ -122,8 +122,18 @@ def luo_claims(owner: str, c: dict) -> list[Claim]:
                 size = PAGE_SIZE << m["vmalloc"]["order"]
                 out += [Claim(p, size, owner, f"{w} folio list")
                         for p in m.get("list_blocks", [])]
-            out += [Claim(x["phys"], PAGE_SIZE, owner, f"{w} folio")
-                    for x in m.get("folios", [])]
+            # one claim per run of adjacent folio pages (a big memfd's
+            # folios are often contiguous): the same blocks are claimed
+            start = end = None
+            for p in sorted(x["phys"] for x in m.get("folios", [])):
+                if p != end:
+                    if start is not None:
+                        out.append(Claim(start, end - start, owner,
+                                         f"{w} folio"))
+                    start = p
+                end = p + PAGE_SIZE
+            if start is not None:
+                out.append(Claim(start, end - start, owner, f"{w} folio"))
     return out
 
 
