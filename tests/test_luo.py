@@ -10,6 +10,8 @@ import struct
 
 import json
 
+import pytest
+
 from conftest import run_dtc
 from helpers import PAGE, u64le
 from test_check import findings, image, run
@@ -229,15 +231,19 @@ def test_real_luo_records_7_3_4(tmp_path, dtc, capsys):
     assert doc["owners"]["LUO"]["blocks"] == 1 + 5 + 96
 
 
-def test_real_luo_records_7_1_13(tmp_path, dtc, capsys):
-    """The same on 7.1.13, where the records are a 16-page session header
-    (order 4, from boot) and a session's 2-page file array (order 1): the
-    first page of each, as the next kernel found them. The luo-v1 FDT is
-    built here pointing at the real header."""
+@pytest.mark.parametrize("release,memfd", [("7.1.13", "memfd-v2"),
+                                           ("6.19.11", "memfd-v1")])
+def test_real_luo_records_fdt(tmp_path, dtc, capsys, release, memfd):
+    """The same on 7.1.13 and 6.19.11 (memfd-v1: no seals, 40 bytes),
+    where the records are a 16-page session header (order 4, from boot)
+    and a session's 2-page file array (order 1): the first page of each,
+    as the next kernel found them. The luo-v1 FDT is built here pointing
+    at the real header."""
     import base64
     import os
     d = json.load(open(os.path.join(os.path.dirname(__file__), "data",
-                                    "luo-7.1.13-incoming.json")))
+                                    f"luo-{release}-incoming.json")))
+    assert d["release"] == release
     pages = {int(p, 16): base64.b64decode(b) for p, b in d["pages"].items()}
     # the session header: {u64 count = 1} then the session's name
     (header,) = [p for p, b in pages.items()
@@ -264,7 +270,8 @@ def test_real_luo_records_7_1_13(tmp_path, dtc, capsys):
     (s,) = c["sessions"]
     assert s["name"] == d["session"] and s["file_blocks"] == [files]
     (f,) = s["files"]
-    assert (f["compatible"], f["token"]) == ("memfd-v2", d["token"])
+    assert (f["compatible"], f["token"]) == (memfd, d["token"])
+    assert f["memfd"]["size"] == 96 * PAGE
     assert [(x["phys"], x["index"]) for x in f["memfd"]["folios"]] == \
         [(ph, i) for i, ph in enumerate(d["pagemap_phys"])]
     rc, doc, ids = findings(capsys, "--core", p)
