@@ -200,6 +200,8 @@ def test_views_difference_is_an_error(monkeypatch, tmp_path, dtc, capsys):
     res = CheckResult([ViewRuns("tracker", [], "t"), ViewRuns("map", [], "m")],
                       [Difference("tracker", Run(0x1000, 0, 1))], [])
     monkeypatch.setattr(clic, "_kernel_state", lambda src, args, extra: 1)
+    # the stand-in program has no LUO for owners' live walk to read
+    monkeypatch.setattr("kho_inspect.walk.luo.luo_sessions", lambda prog: [])
     monkeypatch.setattr("kho_inspect.walk.layout.system_ram",
                         lambda prog: [(0, 1 << 30)])
     monkeypatch.setattr("kho_inspect.walk.state.scratch_areas",
@@ -221,6 +223,8 @@ def test_ram_and_scratch(monkeypatch, tmp_path, dtc, capsys):
     from kho_inspect.walk.state import ScratchArea
     p = image(tmp_path, dtc, {(0x600000, 0), (0x10000000, 0)})
     monkeypatch.setattr(clic, "_kernel_state", lambda src, args, extra: 1)
+    # the stand-in program has no LUO for owners' live walk to read
+    monkeypatch.setattr("kho_inspect.walk.luo.luo_sessions", lambda prog: [])
     # RAM ends at 256 MiB: 0x10000000 is outside; scratch covers 0x600000
     monkeypatch.setattr("kho_inspect.walk.layout.system_ram",
                         lambda prog: [(0, 0x10000000)])
@@ -367,3 +371,60 @@ def test_fdt_from_a_file_is_located_and_owned(tmp_path, dtc, capsys):
     assert doc["owners"].get("kho") == {"blocks": 1, "bytes": PAGE}
     assert ("unclaimed", FDT_PHYS) not in ids
     assert read_image_meta(p)["fdt_phys"] == FDT_PHYS
+
+
+# -- next-numa: a page run across a node boundary (docs/abi.md section 5.4)
+
+MIB = 1 << 20
+#: node 0 ends at 1028 MiB, node 1 goes on to 2 GiB (pfns)
+NODES = [(0, 1, (1028 * MIB) >> 12), (1, (1028 * MIB) >> 12, (2048 * MIB) >> 12)]
+
+
+def test_split_pages_by_node():
+    from kho_inspect.abi.common import split_pages
+    pfn = (1024 * MIB) >> 12                   # 2048 pages from 1024 MiB
+
+    def node_of(p):
+        return 0 if p < (1028 * MIB) >> 12 else 1
+    # the natural split: one order-11 block across the boundary
+    assert split_pages(pfn, 2048) == [(pfn, 11)]
+    # 7.1+ kho_preserve_pages: two order-10 blocks, one per node
+    assert split_pages(pfn, 2048, node_of) == [(pfn, 10), (pfn + 1024, 10)]
+    assert split_pages(3, 5) == [(3, 0), (4, 2)]
+
+
+def _numa(runs, claim_pages=2048):
+    from kho_inspect.check.next_kernel import numa_findings
+    from kho_inspect.check.owners import Claim
+    c = Claim(1024 * MIB, claim_pages << 12, "kho_workload", "item 3 numa")
+    return numa_findings("7.3.4", [c], runs, NODES)
+
+
+def test_next_numa_names_the_block_the_restore_steps_over():
+    # what 7.3's kho_preserve_pages leaves in the map for that run
+    (f,) = _numa([(1024 * MIB, 10, 1), (1028 * MIB, 10, 1)])
+    assert (f.id, f.phys, f.order, f.count, f.owner) == (
+        "next-numa", 1028 * MIB, 10, 1, "kho_workload")
+    assert "steps over 0x40400000 order 10" in f.message
+
+
+def test_next_numa_quiet_when_the_walk_finds_every_block():
+    # a map holding the natural split (6.18's preserve) restores whole
+    assert _numa([(1024 * MIB, 11, 1)]) == []
+    # a run that stays on one node is not looked at
+    from kho_inspect.check.next_kernel import numa_findings
+    from kho_inspect.check.owners import Claim
+    assert numa_findings("7.3.4", [Claim(512 * MIB, 8 << 20, "x", "y")],
+                         [(512 * MIB, 11, 1)], NODES) == []
+
+
+def test_next_numa_walk_that_misses_a_head_fails():
+    # 1022-1030 MiB: the restore's walk goes 1022 MiB order 9, then 1024
+    # MiB order 10 (6 MiB left); a map without a block head at 1024 MiB
+    # (here: nothing there) makes kho_restore_page return NULL there
+    runs = [(1022 * MIB, 9, 1), (1028 * MIB, 10, 1)]
+    from kho_inspect.check.next_kernel import numa_findings
+    from kho_inspect.check.owners import Claim
+    c = Claim(1022 * MIB, (1030 - 1022) * MIB, "kho_workload", "item 4")
+    (f,) = numa_findings("7.3.4", [c], runs, NODES)
+    assert f.phys == 1024 * MIB and "no block head" in f.message

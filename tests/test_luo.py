@@ -135,6 +135,10 @@ def test_luo_bad_file_chain_is_one_error(tmp_path, dtc, capsys):
              if s["name"] == "LUO")["content"]
     err = c["sessions"][0]["error"]
     assert "0x530000" in err and "\n" not in err
+    # check reports it: one subnode error owned by LUO, at the file list
+    sub = [f for f in doc["findings"] if f["id"] == "subnode"]
+    assert [(f["owner"], f["phys"], f["severity"]) for f in sub] == [
+        ("LUO", 0x530000, "error")] and doc["counts"]["error"] == 1
 
 
 def test_luo_session_chain_loop(tmp_path, dtc, capsys):
@@ -147,6 +151,8 @@ def test_luo_session_chain_loop(tmp_path, dtc, capsys):
     assert "loops" in c["sessions_error"] and c["sessions"] == []
     rc, doc, ids = findings(capsys, "--core", p)
     assert doc["owners"]["LUO"]["blocks"] == 2      # blob, FLB
+    sub = [f for f in doc["findings"] if f["id"] == "subnode"]
+    assert len(sub) == 1 and "loops" in sub[0]["message"] and rc == 1
 
 
 def test_luo_fdt_71(tmp_path, dtc, capsys):

@@ -53,3 +53,28 @@ def page_private_marker(private: int) -> tuple[int, bool]:
     then u32 magic).
     """
     return private & 0xFFFFFFFF, (private >> 32) == KHO_PAGE_MAGIC
+
+
+def split_pages(pfn: int, nr: int, node_of=None) -> list[tuple[int, int]]:
+    """The blocks ``(pfn, order)`` the kernel makes of *nr* pages from
+    *pfn*: each as large as the alignment of its first pfn and the pages
+    left allow, ``order = min(ctz(pfn), ilog2(end - pfn))``, with no
+    MAX_PAGE_ORDER cap (``kho_preserve_phys`` 6.16/6.17,
+    ``kho_preserve_pages`` 6.18+, and the walk of ``kho_restore_pages``).
+
+    :param node_of: ``pfn -> node``; when given, an order is lowered until
+        the block's first and last page are on one node, as 7.1's
+        ``__kho_preserve_pages_order`` does (``kho_restore_pages`` does not,
+        7.1-7.3: docs/abi.md section 5.4).
+    """
+    out, end = [], pfn + nr
+    while pfn < end:
+        order = (end - pfn).bit_length() - 1
+        if pfn:
+            order = min(order, (pfn & -pfn).bit_length() - 1)
+        if node_of is not None:
+            while order and node_of(pfn) != node_of(pfn + (1 << order) - 1):
+                order -= 1
+        out.append((pfn, order))
+        pfn += 1 << order
+    return out

@@ -70,6 +70,9 @@ CATALOGUE = {c.id: c for c in (
           "MAX_PAGE_ORDER at restore", "6.16-7.0 refuse; 7.1-7.3 none"),
     Check("next-client", WARNING, "the next kernel's clients read these "
           "sub-node formats", "the client's own reader"),
+    Check("next-numa", WARNING, "a page run across a NUMA node boundary: "
+          "the next kernel's kho_restore_pages walks it without the node "
+          "split kho_preserve_pages made", "none (7.1-7.3)"),
 )}
 
 

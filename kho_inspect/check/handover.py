@@ -39,7 +39,8 @@ class Report:
 
 def check_handover(h, *, map_error: str | None = None, ram=None,
                    scratch=None, next_release: str | None = None,
-                   extra=(), state_why: str | None = None) -> Report:
+                   extra=(), state_why: str | None = None, prog=None,
+                   nodes=None) -> Report:
     """Check the decoded handover *h*.
 
     :param map_error: why the map could not be decoded (``h.map`` is then
@@ -51,11 +52,16 @@ def check_handover(h, *, map_error: str | None = None, ram=None,
         already said so in *extra* (then not said again).
     :param next_release: the receiving kernel's release for the ``next-*``
         checks.
+    :param nodes: the memory nodes ``(nid, start_pfn, end_pfn)``, or None
+        when the source does not tell (for ``next-numa``).
+    :param prog: the kernel's drgn program with DWARF, when there is one:
+        clients' claims only the kernel's own state holds (LUO's sessions
+        before the reboot path serializes them) come from it.
     :param extra: findings the caller made (e.g. the tracker/map diff).
     :returns: a :class:`Report`; findings sorted by severity, then phys.
     """
     out: list[Finding] = list(extra)
-    cls = own.claims(h)
+    cls = own.claims(h, prog)
     if h.map is None:
         out.append(Finding("map", map_error or "the map was not decoded"))
         runs = []
@@ -90,7 +96,7 @@ def check_handover(h, *, map_error: str | None = None, ram=None,
     if scratch is not None:
         out += inv.scratch_list_findings(scratch, ram)
     if next_release:
-        out += next_findings(h, next_release, runs, index)
+        out += next_findings(h, next_release, runs, index, cls, nodes)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     out.sort(key=lambda f: (order[f.severity], f.phys is None, f.phys or 0,
                             f.id))

@@ -142,10 +142,27 @@ def scratch_list_findings(scratch, ram) -> list[Finding]:
     return out
 
 
+def _content_errors(c: dict):
+    """``(error, phys)`` of every part of a decoded blob's content that did
+    not decode: an item's ``error`` (kho_workload), LUO's ``flb_error``,
+    ``sessions_error`` and each session's or file's ``error``."""
+    for it in c.get("items", []):
+        if it.get("error"):
+            yield it["error"], it.get("phys")
+    for key in ("flb_error", "sessions_error"):
+        if c.get(key):
+            yield c[key], None
+    for s in c.get("sessions", []):
+        if s.get("error"):
+            yield s["error"], s.get("files_pa")
+        for f in s.get("files", []):
+            if f.get("error"):
+                yield f["error"], f.get("data")
+
+
 def subnode_findings(h, severity: str | None = None) -> list[Finding]:
     """``subnode``: every sub-node whose pointer or blob did not decode, and
-    every item of a decoded blob that did not (an ``error`` in its
-    ``items``)."""
+    every part of a decoded blob that did not (:func:`_content_errors`)."""
     out = []
     for s in h.subnodes:
         if s.error:
@@ -153,13 +170,11 @@ def subnode_findings(h, severity: str | None = None) -> list[Finding]:
             out.append(Finding("subnode", s.error if named else
                                f"sub-node {s.name!r}: {s.error}",
                                s.phys, owner=s.name, severity=severity))
-        for it in (s.content or {}).get("items", []):
-            if it.get("error"):
-                named = it["error"].startswith(f"sub-node {s.name!r}")
-                out.append(Finding("subnode", it["error"] if named else
-                                   f"sub-node {s.name!r}: {it['error']}",
-                                   it.get("phys"), owner=s.name,
-                                   severity=severity))
+        for err, phys in _content_errors(s.content or {}):
+            named = err.startswith(f"sub-node {s.name!r}")
+            out.append(Finding("subnode", err if named else
+                               f"sub-node {s.name!r}: {err}", phys or None,
+                               owner=s.name, severity=severity))
     return out
 
 

@@ -9,10 +9,11 @@ comes from the user (``--next 7.3.4``) or from a kernel image
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from ..abi import releases
-from ..abi.common import MAX_PAGE_ORDER
+from ..abi.common import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE, split_pages
 from ..errors import KhoError
 from ..ranges import Run, human_size
 from .findings import Finding
@@ -64,11 +65,76 @@ def reader_for(release: str) -> releases.Reader:
     return r
 
 
-def next_findings(h, release: str, runs, index=None) -> list[Finding]:
+def numa_findings(release: str, claims, runs, nodes) -> list[Finding]:
+    """``next-numa``: every page run a client claims (a claim without an
+    order: ``kho_preserve_pages``) that crosses a boundary of *nodes*
+    (``(nid, start_pfn, end_pfn)``), walked the way *release*'s
+    ``kho_restore_pages`` walks it (no node split) over the blocks the map
+    really holds: the blocks the walk steps over stay reserved and marked
+    while the caller gets the run; a walk that lands on no block head
+    fails (NULL)."""
+    starts = [n[1] for n in nodes]
+
+    def node_of(pfn: int):
+        i = bisect.bisect_right(starts, pfn) - 1
+        return nodes[i][0] if i >= 0 and pfn < nodes[i][2] else None
+
+    out = []
+    for c in claims:
+        if c.order is not None or c.size <= PAGE_SIZE:
+            continue
+        first, nr = c.phys >> PAGE_SHIFT, c.size >> PAGE_SHIFT
+        last = first + nr - 1
+        if node_of(first) == node_of(last):
+            continue
+        heads = {}
+        for p, o, n in runs:
+            bs = 1 << o
+            lo, hi = p >> PAGE_SHIFT, (p >> PAGE_SHIFT) + n * bs
+            if hi <= first or lo > last:
+                continue
+            i = max(0, (first - lo + bs - 1) // bs)
+            while i < n and lo + i * bs <= last:
+                heads[lo + i * bs] = o
+                i += 1
+        where = next(pfn for pfn in range(first, last + 1)
+                     if node_of(pfn) != node_of(first))
+        head = (f"0x{c.phys:x} +{nr} pages ({c.owner} {c.what}) crosses "
+                f"from node {node_of(first)} to node {node_of(last)} at "
+                f"0x{where << PAGE_SHIFT:x}: {release}'s kho_restore_pages "
+                "walks it without the node split")
+        visited = []
+        for pfn, _ in split_pages(first, nr):
+            if pfn not in heads:
+                out.append(Finding(
+                    "next-numa", f"{head} and lands on 0x"
+                    f"{pfn << PAGE_SHIFT:x}, no block head: the restore "
+                    "fails (NULL)", pfn << PAGE_SHIFT, owner=c.owner))
+                break
+            visited.append(pfn)
+        else:
+            skipped = sorted(set(heads) - set(visited))
+            if skipped:
+                out.append(Finding(
+                    "next-numa", f"{head}: it steps over "
+                    + ", ".join(f"0x{p << PAGE_SHIFT:x} order {heads[p]}"
+                                for p in skipped[:4])
+                    + (f" and {len(skipped) - 4} more" if len(skipped) > 4
+                       else "")
+                    + ", which stay reserved and marked while the caller "
+                    "gets the whole run", skipped[0] << PAGE_SHIFT,
+                    heads[skipped[0]], len(skipped), c.owner))
+    return out
+
+
+def next_findings(h, release: str, runs, index=None, claims=(),
+                  nodes=None) -> list[Finding]:
     """What kernel *release* will do with handover *h* (its map's *runs*):
     refuse it whole (compatible), misread it (kho-v1 bitmap size), refuse or
-    pass unchecked blocks above MAX_PAGE_ORDER, or not understand a
-    client's sub-node format."""
+    pass unchecked blocks above MAX_PAGE_ORDER, restore a page run across a
+    NUMA node boundary incompletely (*claims* and *nodes*, ``(nid,
+    start_pfn, end_pfn)``; None: not known), or not understand a client's
+    sub-node format."""
     r = reader_for(release)
     own = index.of if index else (lambda p, e=None: None)
     out = []
@@ -99,6 +165,13 @@ def next_findings(h, release: str, runs, index=None) -> list[Finding]:
             + (f" (x{c})" if c > 1 else "") + f": {human_size(run.block)} "
             f"blocks above MAX_PAGE_ORDER {MAX_PAGE_ORDER}: {fate}",
             p, o, c, own(p, run.end)))
+    if r.restore_skips_numa_split:
+        if nodes is None:
+            out.append(Finding(
+                "not-checked", "numa: the node boundaries are known only "
+                "with the kernel's debug info (live or vmcore)"))
+        elif len(nodes) > 1:
+            out += numa_findings(release, claims, runs, nodes)
     for s in h.subnodes:
         c = s.content or {}
         if "folios_info_vmalloc" in c and r.test_kho_info == "inline":

@@ -145,8 +145,12 @@ def cmd_map(args) -> int:
     if args.owners:
         from ..check.owners import attribute, claims
         from ..ranges import coalesce
+        try:                # LUO's live sessions need the DWARF
+            prog = src.debug_program() if src.meta is None else None
+        except KhoError:
+            prog = None
         doc["ranges"] = [o.as_json() for o in
-                         attribute(coalesce(h.map.runs), claims(h))]
+                         attribute(coalesce(h.map.runs), claims(h, prog))]
     report.emit(args, doc, report.map_text(doc, args.limit))
     return 0
 

@@ -82,7 +82,7 @@ def _incoming_findings(prog, h, args, extra: list):
         extra.append(Finding("not-checked", "unrestored: the scan stopped at "
                              f"pfn 0x{scan.truncated_at_pfn:x} "
                              "(--scan-limit)"))
-    owned = own.attribute(scan.markers, own.claims(h))
+    owned = own.attribute(scan.markers, own.claims(h, prog))
     for o in owned:
         r = o.run
         where = (f"0x{r.phys:x} order {r.order}"
@@ -155,9 +155,9 @@ def run_check(args):
                                     root.blob))
         except KhoError:
             pass
-    ram = scratch = None
+    ram = scratch = nodes = None
     if prog is not None:
-        from ..walk.layout import system_ram
+        from ..walk.layout import numa_nodes, system_ram
         from ..walk.state import scratch_areas
         from ..check.findings import Finding
         try:
@@ -168,6 +168,12 @@ def run_check(args):
             scratch = [(a.addr, a.size) for a in scratch_areas(prog)]
         except KhoError as e:
             extra.append(Finding("not-checked", f"scratch: {e}"))
+        if args.next or args.next_vmlinux:
+            try:
+                nodes = numa_nodes(prog)
+            except KhoError as e:
+                extra.append(Finding("not-checked", f"numa: {e}"))
+                nodes = []
         if h.map is not None or args.views:
             _views(prog, (args.views or "tracker,map").split(","),
                    bool(args.views), extra)
@@ -180,7 +186,8 @@ def run_check(args):
         from ..check.next_kernel import release_of_image
         nxt = release_of_image(args.next_vmlinux)
     rep = check_handover(h, map_error=map_error, ram=ram, scratch=scratch,
-                         next_release=nxt, extra=extra,
+                         next_release=nxt, extra=extra, prog=prog,
+                         nodes=nodes,
                          state_why="said" if prog is not None or any(
                              f.id == "not-checked" for f in extra) else None)
     return src, root, h, rep

@@ -11,25 +11,17 @@ from __future__ import annotations
 import dataclasses
 
 from ..abi import radix as abi_radix
+from ..abi.common import split_pages
 
 PAGE_SHIFT = 12
 
 
 def split_run(pfn: int, nr: int) -> list[tuple[int, int]]:
     """The blocks ``(pfn, order)`` the kernel records for *nr* pages from
-    *pfn*: each block as large as the alignment of its first pfn and the
-    pages left allow, ``order = min(ctz(pfn), ilog2(end - pfn))``
-    (``kho_preserve_pages``, ``kho_preserve_phys``; no MAX_PAGE_ORDER cap).
-    7.1+ also splits at NUMA node boundaries; only the recording function's
-    events see that."""
-    out, end = [], pfn + nr
-    while pfn < end:
-        order = (end - pfn).bit_length() - 1
-        if pfn:
-            order = min(order, (pfn & -pfn).bit_length() - 1)
-        out.append((pfn, order))
-        pfn += 1 << order
-    return out
+    *pfn* (:func:`~kho_inspect.abi.common.split_pages`). 7.1+ also splits
+    at NUMA node boundaries; only the recording function's events see
+    that."""
+    return split_pages(pfn, nr)
 
 
 @dataclasses.dataclass

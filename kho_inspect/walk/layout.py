@@ -80,3 +80,37 @@ def system_ram(prog: drgn.Program) -> list[tuple[int, int]]:
             stack.append(r.sibling.value_())
             stack.append(r.child.value_())
     return _merge(found)
+
+
+def numa_nodes(prog: drgn.Program) -> list[tuple[int, int, int]]:
+    """The memory nodes as the kernel spans them: ``(nid, start_pfn,
+    end_pfn)`` of every online node with pages, from ``NODE_DATA(nid)``'s
+    ``node_start_pfn`` and ``node_spanned_pages``, sorted by start.
+
+    A kernel built without ``CONFIG_NUMA`` has no ``node_data`` array, only
+    ``contig_page_data``: its one node is returned (no boundary to cross).
+
+    :raises KhoError: if neither symbol is in the debug info, or a node's
+        ``pglist_data`` cannot be read.
+    """
+    from drgn.helpers.linux.nodemask import for_each_online_node
+
+    with reading(prog, "the memory nodes (node_data)"):
+        try:
+            table = prog["node_data"]
+            pgdats = [(nid, table[nid]) for nid in for_each_online_node(prog)]
+        except KeyError:
+            try:
+                pgdats = [(0, prog["contig_page_data"].address_of_())]
+            except KeyError:
+                raise KhoError("the kernel's debug info has neither "
+                               "'node_data' nor 'contig_page_data'") from None
+        out = []
+        for nid, pgdat in pgdats:
+            if not pgdat.value_():
+                continue
+            start = pgdat.node_start_pfn.value_()
+            spanned = pgdat.node_spanned_pages.value_()
+            if spanned:
+                out.append((nid, start, start + spanned))
+    return sorted(out, key=lambda n: n[1])
