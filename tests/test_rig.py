@@ -226,7 +226,8 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
         types.SimpleNamespace(name="7.3")])
     monkeypatch.setattr(run_mod.kernels, "cached_build", lambda k: build)
     monkeypatch.setattr(run_mod.KernelRun, "run", boot)
-    rc = run_mod.main(["--kernel", "7.3"])
+    # the scenarios with a boot of their own beyond S7 (S11) need QEMU
+    rc = run_mod.main(["--kernel", "7.3", "-k", ",".join(SCENARIOS)])
     (summary,) = (tmp_path / "cache" / "runs").glob("*/summary.json")
     verdicts = json.loads(summary.read_text())["kernels"]["7.3"]["verdicts"]
     return rc, {s: tuple(v) for s, v in verdicts.items()}
@@ -382,3 +383,37 @@ def test_s7_boots_ci_leaves_out_are_no_verdict(rig, tmp_path, monkeypatch,
     assert ran == (["kdump", "kdump-kho"] if in_ci else ["kdump"])
     if not in_ci and want != "fail":
         assert "not run under CI" in kr.out["S7"][1]
+
+
+def test_scenario_ids_select_exactly(rig):
+    """``-k S1`` is S1, not S10 and S11 as well; names still match by
+    substring."""
+    run_mod = rig[0]
+    assert run_mod.selected("S1") == ["S1"]
+    assert run_mod.selected("s1,S11") == ["S1", "S11"]
+    assert run_mod.selected("large") == ["S11"]
+    assert run_mod.selected("kexec") == ["S2"]
+
+
+@pytest.mark.parametrize("kernel", ["6.17", "7.3"])
+def test_s11_under_ci_runs_on_its_kernels_only(rig, tmp_path, monkeypatch,
+                                               kernel):
+    """S11's large guest runs under CI on CI_ONLY_ON's kernels; elsewhere
+    it is "not run", never a pass; outside CI it always runs."""
+    run_mod = rig[0]
+    ran = []
+
+    def run(build, root, project, workdir, keep):
+        ran.append(workdir.name)
+        return "pass", "1064982 blocks", {}
+    monkeypatch.setattr(run_mod.large, "run", run)
+    kr = _kernel_run(run_mod, tmp_path, scen=("S11",))
+    kr.k.name = kernel
+    monkeypatch.setenv("CI", "true")
+    kr.run_large()
+    in_ci = kernel in run_mod.CI_ONLY_ON["S11"]
+    assert kr.out["S11"][0] == ("pass" if in_ci else "not run")
+    monkeypatch.delenv("CI")
+    kr.run_large()
+    assert kr.out["S11"][0] == "pass"
+    assert ran == ["large"] * (2 if in_ci else 1)

@@ -38,6 +38,11 @@ class Kernel:
     layout: str         # KHO layout it exercises (docs/abi.md section 2.1)
     versions: tuple     # upstream versions to try, in order (orig tarballs)
     binary: str = ""    # or: a Debian binary package shipping the source
+    extra: str = ""     # a config fragment (in vmtests/) for this one only
+
+    def fragments(self) -> list[Path]:
+        """The config fragments of this kernel, in the order applied."""
+        return [FRAGMENT] + ([HERE / self.extra] if self.extra else [])
 
 
 KERNELS = [
@@ -47,7 +52,10 @@ KERNELS = [
     Kernel("6.19", "kho-v1, finalize from debugfs/LUO",
            ("6.19.11", "6.19.10", "6.19.6")),
     Kernel("7.1", "kho-v3 radix tree", ("7.1.13", "7.1.3")),
-    Kernel("7.3", "kho-v4 radix tree", (), binary="linux-source-7.3"),
+    # NUMA (kho-numa.config) on the newest kernel only: scenario S12 needs
+    # two nodes, and one rebuild keeps the other four builds cached
+    Kernel("7.3", "kho-v4 radix tree", (), binary="linux-source-7.3",
+           extra="kho-numa.config"),
 ]
 
 
@@ -193,9 +201,13 @@ def _compiler_id() -> str:
                           text=True, check=True).stdout.splitlines()[0]
 
 
-def build_key(version: str) -> str:
+def build_key(version: str, k: Kernel | None = None) -> str:
+    """The cache key of *version* built with *k*'s fragments (the common
+    fragment alone, so the key of a kernel without an extra fragment does
+    not change when another kernel gains one) and this compiler."""
     h = hashlib.sha256()
-    h.update(FRAGMENT.read_bytes())
+    for frag in (k.fragments() if k else [FRAGMENT]):
+        h.update(frag.read_bytes())
     h.update(_compiler_id().encode())
     return f"{version}-{h.hexdigest()[:12]}"
 
@@ -206,7 +218,7 @@ def cached_build(k: Kernel) -> Build | None:
             p.name.split("_")[1][:-len(".tar.xz")]
             for p in sorted((CACHE / "src").glob(f"{k.binary}_*.tar.xz"))
             if k.binary)):
-        d = CACHE / "kernels" / build_key(version)
+        d = CACHE / "kernels" / build_key(version, k)
         if (d / "done").exists():
             return Build(k, version, d)
     return None
@@ -224,12 +236,12 @@ def kconfig_symbols(tree: Path) -> set[str]:
     return syms
 
 
-def verify_config(tree: Path) -> list[str]:
-    """Options of the fragment that this tree knows but did not set.
+def verify_config(tree: Path, fragment: Path = FRAGMENT) -> list[str]:
+    """Options of *fragment* that this tree knows but did not set.
 
     Returns the list of problems (empty when the config is right).
     """
-    want = re.findall(r"^CONFIG_(\w+)=y", FRAGMENT.read_text(), re.M)
+    want = re.findall(r"^CONFIG_(\w+)=y", fragment.read_text(), re.M)
     have = set(re.findall(r"^CONFIG_(\w+)=y",
                           (tree / ".config").read_text(), re.M))
     known = kconfig_symbols(tree)
@@ -250,7 +262,7 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
     if b:
         return b
     version, tar = fetch_source(k)
-    out = CACHE / "kernels" / build_key(version)
+    out = CACHE / "kernels" / build_key(version, k)
     if (out / "done").exists():
         return Build(k, version, out)
     tree = CACHE / "trees" / f"linux-{version}"
@@ -262,7 +274,10 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
         _run(["tar", "-xf", tar, "-C", tmp, "--strip-components=1"])
         shutil.rmtree(tree, ignore_errors=True)
         tmp.rename(tree)
-    env = dict(os.environ, KCONFIG_ALLCONFIG=str(FRAGMENT),
+    fragment = CACHE / "kernels" / f"fragment-{k.name}.config"
+    fragment.parent.mkdir(parents=True, exist_ok=True)
+    fragment.write_text("".join(f.read_text() for f in k.fragments()))
+    env = dict(os.environ, KCONFIG_ALLCONFIG=str(fragment),
                CCACHE_DIR=str(CACHE / "ccache"), CCACHE_BASEDIR=str(tree),
                CCACHE_MAXSIZE="8G")
     cc = "ccache gcc" if shutil.which("ccache") else "gcc"
@@ -274,7 +289,7 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
         try:
             _run(["make", f"CC={cc}", "HOSTCC=gcc", "allnoconfig"], cwd=tree,
                  env=env, stdout=lf, stderr=subprocess.STDOUT)
-            missing = verify_config(tree)
+            missing = verify_config(tree, fragment)
             if missing:
                 raise RuntimeError(
                     f"{version}: the config did not take these options: "

@@ -92,7 +92,7 @@ class Guest:
     def __init__(self, *, bzimage: Path, rootfs: Path, project: Path,
                  kernel_dir: Path, results: Path, workdir: Path,
                  init_args: list[str], memory: str = "2G",
-                 extra_append: str = ""):
+                 extra_append: str = "", extra_qemu: tuple = ()):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         results.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,8 @@ class Guest:
         self.qmp_path.unlink(missing_ok=True)
         append = (f"console=ttyS0 root=rootfs rootfstype=9p "
                   f"rootflags=trans=virtio,version=9p2000.L,msize={MSIZE} "
-                  f"ro kho=1 panic=-1 init=/kho-init {extra_append} -- "
+                  f"ro kho=1 liveupdate=1 panic=-1 init=/kho-init "
+                  f"{extra_append} -- "
                   + " ".join(init_args)).replace("  ", " ")
         fsdevs = [("rootfs", rootfs, True), ("project", project, True),
                   ("kernel", kernel_dir, True), ("results", results, False)]
@@ -111,7 +112,8 @@ class Guest:
                "-action", "panic=exit-failure",
                "-qmp", f"unix:{self.qmp_path},server,nowait",
                "-kernel", str(bzimage), "-append", append,
-               "-serial", f"file:{self.console}", "-monitor", "none"]
+               "-serial", f"file:{self.console}", "-monitor", "none",
+               *extra_qemu]
         for i, (tag, path, ro) in enumerate(fsdevs):
             cmd += ["-fsdev", f"local,id=fs{i},path={path},"
                     f"security_model=none{',readonly=on' if ro else ''}",

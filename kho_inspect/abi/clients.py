@@ -79,8 +79,9 @@ WORKLOAD_HEADER = struct.Struct("<8sII")            # magic, version, nr
 #: id, kind, phys, nr_pages, order, state, csum, kho_vmalloc, stride, pad
 WORKLOAD_ENTRY = struct.Struct("<IIQQiIQ16sI4x")
 #: "scatter": nr_pages order-0 blocks, one every ``stride`` pages from phys
+#: "numa": a page run across a NUMA node boundary (kho_preserve_pages)
 WORKLOAD_KINDS = {1: "blob", 2: "folio", 3: "pages", 4: "phys", 5: "vmalloc",
-                  6: "scatter"}
+                  6: "scatter", 7: "numa"}
 WORKLOAD_STATES = {1: "preserved", 2: "unpreserved"}
 
 #: Sub-node name -> the compatible its FDT blob must carry; the client's own

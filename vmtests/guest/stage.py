@@ -636,6 +636,12 @@ def main() -> int:
         elif stage.startswith("cross"):                     # S10 (cross.py)
             import cross
             cross.main(args)
+        elif stage.startswith("large"):                     # S11 (large.py)
+            import large
+            large.main(args)
+        elif stage.startswith("numa"):                      # S12 (numa.py)
+            import numa
+            numa.main(args)
         else:
             (stage1 if stage == "1" else stage2)(args)
     except Exception:

@@ -16,6 +16,8 @@
  *     vmalloc NR          vmalloc(NR pages), kho_preserve_vmalloc (6.18+)
  *     scatter NR STRIDE   NR order-0 folios, one every STRIDE pages of one
  *                         contiguous run, kho_preserve_folio each (scale)
+ *     numa NR             NR pages aligned to NR across a NUMA node
+ *                         boundary, kho_preserve_pages (6.18+, CONFIG_NUMA)
  *     unpreserve ID       kho_unpreserve_{folio,pages,vmalloc} (6.19+)
  *     bogus               kho_restore_folio() of a page never preserved
  *     scribble ID         XOR 0xff over the first 64 bytes of item ID's first
@@ -112,6 +114,7 @@ enum kw_kind {
 	KW_PHYS = 4,
 	KW_VMALLOC = 5,
 	KW_SCATTER = 6,
+	KW_NUMA = 7,
 };
 
 enum kw_state {
@@ -131,6 +134,7 @@ static const char *const kw_kind_names[] = {
 	[KW_PHYS] = "phys",
 	[KW_VMALLOC] = "vmalloc",
 	[KW_SCATTER] = "scatter",
+	[KW_NUMA] = "numa",
 };
 
 static const char *const kw_state_names[] = {
@@ -182,7 +186,8 @@ struct kw_item {
 	phys_addr_t *vm_pages;	/* vmalloc: phys of every data page */
 	unsigned long vm_nr;
 	unsigned long stride;	/* scatter: pages between blocks */
-	unsigned long done;	/* scatter: blocks [0, done) held */
+	unsigned long done;	/* scatter: blocks [0, done) held; numa: pages
+				 * below the boundary (not the module's) */
 	/* memory held by this module for the item */
 	struct folio *folio;	/* blob, folio */
 	struct page *page;	/* pages, phys */
@@ -686,6 +691,8 @@ static int kw_represerve(struct kw_item *item)
 			item->phys = item->vm.desc.first.phys;
 		return err;
 	}
+	case KW_NUMA:
+		return kho_preserve_pages(item->page, item->nr_pages);
 #else
 	case KW_PHYS:
 		return kho_preserve_phys(page_to_phys(item->page),
@@ -936,6 +943,102 @@ static int kw_cmd_scatter(unsigned long nr, unsigned long stride)
 	return 0;
 }
 
+/*
+ * numa NR: NR pages (a power of two), aligned to NR, across the boundary
+ * between two adjacent online nodes, preserved with kho_preserve_pages()
+ * (7.1+ splits the run so that no block crosses the boundary; 7.1-7.3's
+ * kho_restore_pages() walks it without that split).  The part below the
+ * boundary is not allocated: the top of a node holds that node's own struct
+ * pages (memmap), which nobody can allocate, and KHO does not check what it
+ * is told to preserve.  The part above is allocated when
+ * alloc_contig_range() gives it (early unmovable allocations can sit at the
+ * bottom of a node), else it is not the module's either.  So the content
+ * is not the module's (csum 0), and a restored run is never freed.
+ */
+static int kw_cmd_numa(unsigned long nr)
+{
+#if KW_HAVE_PAGES && defined(CONFIG_NUMA) && defined(CONFIG_CONTIG_ALLOC)
+	unsigned long start = 0, bound = 0;
+	struct kw_item *item;
+	int nid, next = MAX_NUMNODES, err;
+
+	if (!nr || !is_power_of_2(nr) || nr > KW_MAX_PAGES)
+		return -EINVAL;
+	for_each_online_node(nid) {
+		next = next_online_node(nid);
+		if (next >= MAX_NUMNODES)
+			break;
+		bound = node_start_pfn(next);
+		start = ALIGN_DOWN(bound, nr);
+		if (node_end_pfn(nid) == bound && start != bound &&
+		    start >= node_start_pfn(nid) &&
+		    start + nr <= node_end_pfn(next))
+			break;
+		bound = 0;
+	}
+	if (!bound)
+		return -ENXIO;	/* no boundary such a run crosses */
+	item = kw_new(KW_NUMA);
+	if (IS_ERR(item))
+		return PTR_ERR(item);
+	/* item->done: the pages from start that are not the module's */
+	item->done = alloc_contig_range(bound, start + nr, ACR_FLAGS_NONE,
+					GFP_KERNEL | __GFP_NOWARN) ?
+		     nr : bound - start;
+	item->phys = PFN_PHYS(start);
+	item->nr_pages = nr;
+	item->page = pfn_to_page(start);
+	err = kho_preserve_pages(item->page, nr);
+	item->ret = err;
+	kw_add(item);
+	if (err) {
+		item->state = KW_FAILED;
+		kw_free_run(item->page + item->done, nr - item->done);
+		item->page = NULL;
+		return err;
+	}
+	item->state = KW_PRESERVED;
+	kw_pin();
+	pr_info("item %u numa: %lu pages at 0x%llx across nodes %d/%d at 0x%llx, %lu of them allocated\n",
+		item->id, nr, (u64)item->phys, nid, next, (u64)PFN_PHYS(bound),
+		nr - item->done);
+	return 0;
+#else
+	/* 6.16/6.17: no kho_preserve_pages; a kernel without NUMA */
+	return -EOPNOTSUPP;
+#endif
+}
+
+/*
+ * After a restore: the heads of the blocks kho_preserve_pages() made of a
+ * numa item (split where the node changes, as the kernel does) that still
+ * hold KHO's marker in page->private, i.e. that the restore stepped over.
+ */
+static void kw_numa_unrestored(const struct kw_item *item, struct seq_file *m)
+{
+#if KW_HAVE_PAGES && defined(CONFIG_NUMA)
+	unsigned long pfn = PHYS_PFN(item->phys), end = pfn + item->nr_pages;
+	bool first = true;
+
+	seq_puts(m, " unrestored=");
+	while (pfn < end) {
+		unsigned int order = min_t(unsigned int, __ffs(pfn),
+					   ilog2(end - pfn));
+
+		while (pfn_to_nid(pfn) != pfn_to_nid(pfn + (1UL << order) - 1))
+			order--;
+		if (page_private(pfn_to_page(pfn))) {
+			seq_printf(m, "%s0x%llx/%u", first ? "" : ",",
+				   (u64)PFN_PHYS(pfn), order);
+			first = false;
+		}
+		pfn += 1UL << order;
+	}
+	if (first)
+		seq_puts(m, "none");
+#endif
+}
+
 static int kw_cmd_unpreserve(unsigned long id)
 {
 #if KW_HAVE_UNPRESERVE
@@ -964,6 +1067,12 @@ static int kw_cmd_unpreserve(unsigned long id)
 	case KW_SCATTER:
 		kw_scatter_unpreserve(item);
 		kw_scatter_put(item, 0);
+		item->page = NULL;
+		break;
+	case KW_NUMA:
+		kho_unpreserve_pages(item->page, item->nr_pages);
+		kw_free_run(item->page + item->done,
+			    item->nr_pages - item->done);
 		item->page = NULL;
 		break;
 	default:
@@ -1025,7 +1134,8 @@ static int kw_cmd_scribble(unsigned long id)
 
 	if (!item)
 		return -ENOENT;
-	if (item->state != KW_PRESERVED || item->kind == KW_BLOB)
+	if (item->state != KW_PRESERVED || item->kind == KW_BLOB ||
+	    item->kind == KW_NUMA)	/* its first page is not the module's */
 		return -EINVAL;
 	if (item->folio)
 		p = folio_address(item->folio);
@@ -1144,6 +1254,8 @@ static int kw_run(char *line)
 		return kw_cmd_vmalloc(a);
 	if (!strcmp(argv[0], "scatter") && argc == 3)
 		return kw_cmd_scatter(a, b);
+	if (!strcmp(argv[0], "numa") && argc == 2)
+		return kw_cmd_numa(a);
 	if (!strcmp(argv[0], "unpreserve") && argc == 2)
 		return kw_cmd_unpreserve(a);
 	if (!strcmp(argv[0], "loop") && argc == 2)
@@ -1216,6 +1328,10 @@ static int kw_list_show(struct seq_file *m, void *v)
 		   item->nr_pages, item->csum, item->ret);
 	if (item->kind == KW_SCATTER)
 		seq_printf(m, " stride=%lu", item->stride);
+	if (item->kind == KW_NUMA && !kw_kho_boot)
+		seq_printf(m, " owned=%lu", item->nr_pages - item->done);
+	if (item->kind == KW_NUMA && item->state == KW_RESTORED)
+		kw_numa_unrestored(item, m);
 	if (item->kind == KW_VMALLOC && item->vm_pages) {
 		seq_puts(m, " pages=");
 		for (i = 0; i < item->vm_nr; i++)
@@ -1327,7 +1443,7 @@ static int kw_parse(const void *table, size_t len)
 		u32 kind = le32_to_cpu(e->kind), state = le32_to_cpu(e->state);
 		struct kw_item *item;
 
-		if (kind < KW_BLOB || kind > KW_SCATTER ||
+		if (kind < KW_BLOB || kind > KW_NUMA ||
 		    (state != KW_PRESERVED && state != KW_UNPRESERVED) ||
 		    !le64_to_cpu(e->nr_pages) ||
 		    le64_to_cpu(e->nr_pages) > KW_MAX_PAGES ||
@@ -1401,6 +1517,14 @@ static const char *kw_restore_item(struct kw_item *item, char *why, size_t n)
 		item->vaddr = kho_restore_vmalloc(&item->vm.desc);
 		data = item->vaddr;
 		break;
+	case KW_NUMA:
+		/* 7.1-7.3 walk the run without the node split (docs/abi.md) */
+		item->page = kho_restore_pages(item->phys, item->nr_pages);
+		if (!item->page)
+			break;
+		item->ret = 0;
+		item->state = KW_RESTORED;
+		return "restored (a run across nodes; content not the module's)";
 #endif
 	case KW_SCATTER:
 		for (item->done = 0; item->done < item->nr_pages; item->done++) {
@@ -1579,6 +1703,12 @@ static void kw_release(struct kw_item *item)
 			kho_unpreserve_vmalloc(&item->vm.desc);
 		} else if (item->kind == KW_SCATTER) {
 			kw_scatter_unpreserve(item);
+		} else if (item->kind == KW_NUMA) {
+			/* only the part above the boundary is the module's */
+			kho_unpreserve_pages(item->page, item->nr_pages);
+			kw_free_run(item->page + item->done,
+				    item->nr_pages - item->done);
+			break;
 		}
 		fallthrough;
 #endif
@@ -1588,7 +1718,8 @@ static void kw_release(struct kw_item *item)
 		 * A page KHO took over stays; so does the incoming table, which
 		 * kw_exit() marks as handled for a later load.
 		 */
-		if (item->kind == KW_BOGUS || item->kind == KW_BLOB)
+		if (item->kind == KW_BOGUS || item->kind == KW_BLOB ||
+		    item->kind == KW_NUMA)	/* restored: partly not ours */
 			break;
 		if (item->kind == KW_SCATTER) {
 			kw_scatter_put(item, 0);	/* order-0 folios */
