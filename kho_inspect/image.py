@@ -40,6 +40,7 @@ import threading
 from .abi import v1
 from .abi.common import PAGE_SIZE
 from .errors import KhoError
+from .ranges import merge_intervals
 
 NOTE_NAME = b"KHO_INSPECT\0"
 NOTE_TYPE = 0x4B484F31          # "KHO1"
@@ -64,16 +65,10 @@ _PT_LOAD, _PT_NOTE, _ET_CORE, _EM_X86_64 = 1, 4, 4, 62
 
 def page_ranges(pages) -> list[tuple[int, int]]:
     """Merge (phys, size) items into sorted, page-aligned [start, end)."""
-    spans = sorted(((p.phys & ~(PAGE_SIZE - 1),
-                     (p.phys + p.size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
-                    for p in pages if p.size > 0))
-    out: list[list[int]] = []
-    for s, e in spans:
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
+    down = ~(PAGE_SIZE - 1)
+    return merge_intervals((p.phys & down,
+                            (p.phys + p.size + PAGE_SIZE - 1) & down)
+                           for p in pages if p.size > 0)
 
 
 def _note(meta: dict, ntype: int = NOTE_TYPE) -> bytes:

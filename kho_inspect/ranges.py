@@ -39,6 +39,19 @@ class Run(NamedTuple):
                 "size": self.size}
 
 
+def merge_intervals(spans) -> list[tuple[int, int]]:
+    """Sort ``[start, end)`` *spans* and merge those that overlap or touch:
+    the one interval merge every view and check uses."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
 def coalesce(runs) -> list[Run]:
     """Sort *runs* by (order, phys) and merge adjacent runs of one order.
 

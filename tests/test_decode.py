@@ -497,3 +497,24 @@ def test_kexec_metadata_version_is_checked(dtc, version, error):
     if error is None:
         assert (k.content["previous_release"], k.content["kexec_count"]) == (
             "7.3.4", 2)
+
+
+def test_merge_intervals_by_hand():
+    from kho_inspect.ranges import merge_intervals
+    assert merge_intervals([]) == []
+    # unsorted; touching and overlapping merge; a gap does not; a span
+    # inside another disappears
+    assert merge_intervals([(10, 20), (0, 5), (5, 8), (15, 30), (31, 40),
+                            (32, 33)]) == [(0, 8), (10, 30), (31, 40)]
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 20)),
+                max_size=30))
+def test_merge_intervals_covers_the_same_points(spans):
+    from kho_inspect.ranges import merge_intervals
+    spans = [(s, s + n) for s, n in spans]
+    out = merge_intervals(spans)
+    points = {x for s, e in spans for x in range(s, e)}
+    assert {x for s, e in out for x in range(s, e)} == points
+    # sorted, disjoint and not touching
+    assert all(a[1] < b[0] for a, b in zip(out, out[1:]))

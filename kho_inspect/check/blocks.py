@@ -8,7 +8,7 @@ import dataclasses
 from collections import defaultdict
 
 from ..abi.common import PAGE_SHIFT
-from ..ranges import Run, coalesce
+from ..ranges import Run, merge_intervals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,24 +29,10 @@ class Difference:
 
 def _intervals(runs) -> dict[int, list[tuple[int, int]]]:
     """{order: [(start, end)...]} merged, sorted (overlaps merged too)."""
-    out: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for phys, order, count in coalesce(runs):
-        end = phys + (count << (PAGE_SHIFT + order))
-        iv = out[order]
-        if iv and phys <= iv[-1][1]:
-            iv[-1] = (iv[-1][0], max(iv[-1][1], end))
-        else:
-            iv.append((phys, end))
-    for iv in out.values():
-        iv.sort()
-        merged: list[tuple[int, int]] = []
-        for s, e in iv:
-            if merged and s <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-            else:
-                merged.append((s, e))
-        iv[:] = merged
-    return out
+    spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for phys, order, count in runs:
+        spans[order].append((phys, phys + (count << (PAGE_SHIFT + order))))
+    return {o: merge_intervals(iv) for o, iv in spans.items()}
 
 
 def _minus(a: list[tuple[int, int]], b: list[tuple[int, int]]):

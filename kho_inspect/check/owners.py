@@ -15,7 +15,7 @@ import dataclasses
 from collections import Counter
 
 from ..abi.common import PAGE_SHIFT, PAGE_SIZE
-from ..ranges import Run
+from ..ranges import Run, merge_intervals
 
 #: The owner name of KHO's own root FDT page.
 KHO = "kho"
@@ -249,13 +249,8 @@ def attribute(runs, cls) -> list[Owned]:
 def uncovered(cls, runs) -> list[tuple[Claim, int, int]]:
     """``(claim, start, end)`` for every part of a claim that no preserved
     block covers."""
-    iv = sorted((p, p + (c << (PAGE_SHIFT + o))) for p, o, c in runs)
-    merged: list[list[int]] = []
-    for s, e in iv:
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
+    merged = merge_intervals((p, p + (c << (PAGE_SHIFT + o)))
+                             for p, o, c in runs)
     starts = [m[0] for m in merged]
     out = []
     for c in cls:

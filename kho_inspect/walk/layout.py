@@ -10,6 +10,7 @@ from __future__ import annotations
 import drgn
 
 from ..errors import KhoError
+from ..ranges import merge_intervals
 from ._read import reading
 
 #: The name the kernel gives boot RAM (``e820__resource_init()`` and the
@@ -18,18 +19,6 @@ SYSTEM_RAM = "System RAM"
 
 #: Refuse a tree larger than this: a loop in a damaged dump, not a machine.
 MAX_RESOURCES = 1 << 20
-
-
-def _merge(ranges) -> list[tuple[int, int]]:
-    """Sort [start, end) *ranges* and merge those that overlap or touch."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
-                out[-1] = (out[-1][0], end)
-        else:
-            out.append((start, end))
-    return out
 
 
 def system_ram(prog: drgn.Program) -> list[tuple[int, int]]:
@@ -79,7 +68,7 @@ def system_ram(prog: drgn.Program) -> list[tuple[int, int]]:
                     found.append((start, end + 1))
             stack.append(r.sibling.value_())
             stack.append(r.child.value_())
-    return _merge(found)
+    return merge_intervals(found)
 
 
 def numa_nodes(prog: drgn.Program) -> list[tuple[int, int, int]]:
