@@ -121,8 +121,9 @@ def numa_findings(release: str, claims, runs, nodes) -> list[Finding]:
                                 for p in skipped[:4])
                     + (f" and {len(skipped) - 4} more" if len(skipped) > 4
                        else "")
-                    + ", which stay reserved and marked while the caller "
-                    "gets the whole run", skipped[0] << PAGE_SHIFT,
+                    + (": it stays" if len(skipped) == 1 else ": they stay")
+                    + " reserved and marked while the caller gets the whole "
+                    "run", skipped[0] << PAGE_SHIFT,
                     heads[skipped[0]], len(skipped), c.owner))
     return out
 
