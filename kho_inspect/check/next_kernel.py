@@ -2,26 +2,26 @@
 
 The facts per receiving release are :data:`kho_inspect.abi.releases.READERS`;
 this module compares a decoded handover against one of them. The release
-comes from the user (``--next 7.3.4``) or from a kernel image
+comes from the user (``--next 7.3.4``), from a kernel image
 (:func:`release_of_image`: a bzImage's setup header, or a vmlinux's
-``linux_banner``).
+``linux_banner``) or from the image loaded with kexec
+(:func:`kho_inspect.walk.kexec.loaded_kernel_release`).
 """
 
 from __future__ import annotations
 
 import bisect
-import re
 
 from ..abi import releases
 from ..abi.common import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE, split_pages
 from ..errors import KhoError
 from ..ranges import Run, human_size
+from ..walk.kexec import BANNER as _BANNER, HDRS_AT as _HDRS_AT
 from .findings import Finding
 
-#: bzImage setup header: "HdrS" at 0x202; u16 at 0x20e is the offset (from
-#: 0x200) of the version string (Documentation/arch/x86/boot.rst).
-_HDRS_AT, _VERSION_PTR_AT = 0x202, 0x20E
-_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\0]*)")
+#: bzImage setup header: a u16 at 0x20e is the offset (from 0x200) of the
+#: version string (Documentation/arch/x86/boot.rst).
+_VERSION_PTR_AT = 0x20E
 
 
 def release_of_image(path: str) -> str:

@@ -20,7 +20,8 @@ from .report import emit, hexa, human_size, note
 
 EPILOG = """\
 examples:
-  kho-inspect check                        # before a kexec (root)
+  kho-inspect check                        # before a kexec (root); the
+                                           # next kernel: the loaded image
   kho-inspect check --next 7.3.4           # will 7.3.4 take this handover?
   kho-inspect check --next-vmlinux /boot/vmlinuz-7.3.4
   kho-inspect check --sample 6.17 --next 6.18
@@ -99,9 +100,46 @@ def _incoming_findings(prog, h, args, extra: list):
     return scan.markers, owned
 
 
+#: ``next_source`` when the release was read from ``kexec_image``.
+LOADED_IMAGE = "loaded kexec image"
+
+
+def _next_kernel(prog, args, extra: list) -> tuple[str | None, str | None]:
+    """The next kernel's release and where it came from: ``--next``,
+    ``--next-vmlinux``, or (neither given, the kernel's DWARF at hand) the
+    image loaded with ``kexec -l``/``kexec -s -l``; ``(None, None)`` when
+    none. A loaded image that cannot be read, or whose release kho_inspect
+    does not know, is a not-checked note."""
+    from ..check.findings import Finding
+    if args.next:
+        return args.next, "--next"
+    if args.next_vmlinux:
+        from ..check.next_kernel import release_of_image
+        return release_of_image(args.next_vmlinux), "--next-vmlinux"
+    import drgn
+    if not isinstance(prog, drgn.Program):     # no kernel to ask
+        return None, None
+    from ..abi import releases
+    from ..walk.kexec import loaded_kernel_release
+    try:
+        rel = loaded_kernel_release(prog)
+    except KhoError as e:
+        extra.append(Finding("not-checked", f"next kernel: the loaded kexec "
+                             f"image: {e}"))
+        return None, None
+    if rel is not None and releases.reader(rel) is None:
+        extra.append(Finding(
+            "not-checked", f"next kernel: the loaded kexec image is {rel}; "
+            f"kho_inspect knows what {', '.join(releases.READERS)} do with a "
+            "handover"))
+        return None, None
+    return rel, LOADED_IMAGE if rel else None
+
+
 def run_check(args):
     """Decode, gather kernel state, check: the
-    :class:`~kho_inspect.check.handover.Report` and the document's head."""
+    :class:`~kho_inspect.check.handover.Report`, the document's head and
+    where the next kernel's release came from."""
     from ..check.handover import Report, check_handover
     from ..decode import decode_handover
     from ..memory import may_be_filtered
@@ -130,7 +168,7 @@ def run_check(args):
         from ..check.findings import SEVERITIES
         order = {s: i for i, s in enumerate(SEVERITIES)}
         rep.findings.sort(key=lambda f: (order[f.severity], f.phys or 0))
-        return src, root, h, rep
+        return src, root, h, rep, None
     nbytes, nsource = bitmap_bytes(src, args)
     map_error = None
     try:
@@ -156,6 +194,7 @@ def run_check(args):
         except KhoError:
             pass
     ram = scratch = nodes = None
+    nxt, nxt_source = _next_kernel(prog, args, extra)
     if prog is not None:
         from ..walk.layout import numa_nodes, system_ram
         from ..walk.state import scratch_areas
@@ -168,7 +207,7 @@ def run_check(args):
             scratch = [(a.addr, a.size) for a in scratch_areas(prog)]
         except KhoError as e:
             extra.append(Finding("not-checked", f"scratch: {e}"))
-        if args.next or args.next_vmlinux:
+        if nxt:
             try:
                 nodes = numa_nodes(prog)
             except KhoError as e:
@@ -181,23 +220,21 @@ def run_check(args):
         raise KhoError(f"--views {args.views}: the tracker needs the "
                        "kernel's debug info (a live kernel or a vmcore, "
                        "with -s VMLINUX)")
-    nxt = args.next
-    if args.next_vmlinux:
-        from ..check.next_kernel import release_of_image
-        nxt = release_of_image(args.next_vmlinux)
     rep = check_handover(h, map_error=map_error, ram=ram, scratch=scratch,
                          next_release=nxt, extra=extra, prog=prog,
                          nodes=nodes,
                          state_why="said" if prog is not None or any(
                              f.id == "not-checked" for f in extra) else None)
-    return src, root, h, rep
+    return src, root, h, rep, nxt_source
 
 
-def check_json(src, root, h, rep, incoming: bool) -> dict:
+def check_json(src, root, h, rep, incoming: bool,
+               next_source: str | None = None) -> dict:
     return {"source": src.description, "release": src.release(),
             "fdt_source": root.origin, "generation": h.generation,
             "incoming": incoming,
             "next": rep.next_release,
+            "next_source": next_source if rep.next_release else None,
             "counts": rep.counts(),
             "findings": [f.as_json() for f in rep.findings],
             "owners": rep.owners_summary(),
@@ -217,7 +254,9 @@ def check_text(doc: dict, limit: int) -> str:
             f"{doc['release'] or 'unknown'}"
             + (" (incoming: what is left unrestored)" if doc["incoming"]
                else "")
-            + (f"; next kernel {doc['next']}" if doc["next"] else ""))
+            + (f"; next kernel {doc['next']}" if doc["next"] else "")
+            + (" (the loaded kexec image)" if doc.get("next_source") ==
+               LOADED_IMAGE else ""))
     out = [textwrap.fill(head, 79, subsequent_indent="  "), ""]
     own = [(k, v["blocks"], human_size(v["bytes"]))
            for k, v in doc["owners"].items()]
@@ -258,8 +297,8 @@ def cmd_check(args) -> int:
     if args.next:
         from ..check.next_kernel import reader_for
         reader_for(args.next)               # refuse an unknown one early
-    src, root, h, rep = run_check(args)
-    doc = check_json(src, root, h, rep, args.incoming)
+    src, root, h, rep, nxt_source = run_check(args)
+    doc = check_json(src, root, h, rep, args.incoming, nxt_source)
     emit(args, doc, check_text(doc, args.limit))
     return 1 if rep.worst == "error" else 0
 
@@ -277,7 +316,9 @@ def register(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--next", metavar="RELEASE",
                    help="the kernel that will receive this handover "
-                        "(uname -r, e.g. 7.3.4)")
+                        "(uname -r, e.g. 7.3.4; default: the one loaded "
+                        "with kexec -l or -s -l, when the kernel's debug "
+                        "info is at hand)")
     g.add_argument("--next-vmlinux", metavar="FILE",
                    help="the same, read from its bzImage or vmlinux")
     p.add_argument("--views", metavar="VIEWS",
