@@ -1,8 +1,10 @@
 """S10: a KHO kexec across kernel releases, on the host side.
 
 One boot per pair: kernel A (cold) builds KHO state and runs ``check
---next-vmlinux`` on kernel B's vmlinux, then KHO-kexecs into B, which
-records what it did (guest/cross.py). The verdict: A's check must predict
+--next-vmlinux`` on kernel B's vmlinux, loads B (``kexec -s -l``) and runs
+``check`` again with no --next (the release read from the loaded image:
+it must be B's, flagged the same), then KHO-kexecs into B, which records
+what it did (guest/cross.py). The verdict: A's check must predict
 the incompatibility :data:`PAIRS` names (written from the ABI text: 6.17
 writes 512-byte kho-v1 bitmaps, 6.18 reads 4096-byte ones under the same
 compatible; 7.3 accepts only "kho-v4"), and B's behaviour must show it:
@@ -98,8 +100,19 @@ def judge(workdir: Path, pair: tuple[str, str], why: str | None,
     said = next(f["message"] for f in chk["findings"] if f["id"] == want)
     if a.get("kexec_load", {}).get("rc"):
         return "fail", f"A: kexec -l failed: {a['kexec_load']['stderr']}"
+    auto = read_json(res / "cross-a-check-auto.json") or {}
+    got = {f["id"] for f in auto.get("findings", [])}
+    if (auto.get("next"), auto.get("next_source")) != (
+            chk.get("next"), "loaded kexec image") or want not in got:
+        return "fail", (f"A: check with B loaded, no --next: next "
+                        f"{auto.get('next')} ({auto.get('next_source')}) "
+                        f"rc={a.get('check_auto_rc')} flagged "
+                        f"{sorted(i for i in got if 'next' in i)}; "
+                        f"--next-vmlinux said {chk.get('next')}, {want} "
+                        f"{a.get('check_auto_stderr', '')[-200:]}")
     bj = read_json(res / "cross-b.json")
-    head = f"A {a['uname']} check: {want} ({said[:90]}...)"
+    head = (f"A {a['uname']} check: {want} ({said[:90]}...; the same from "
+            f"the loaded image, {auto['next']})")
     if bj is None:
         # B died before userspace: its console says how (earlyprintk)
         try:

@@ -4,7 +4,8 @@
 build) preserves folios and a 2048-page run, kho-v1 finalizes, ``map
 --json`` records A's map, ``check --next-vmlinux /results/next-vmlinux``
 says what kernel B will do with it; then ``kexec -s -l
-/results/next-bzImage`` with ``stage=cross-b`` and ``kexec -e``.
+/results/next-bzImage`` with ``stage=cross-b``, ``check --json`` with no
+--next (the release read from the loaded image), and ``kexec -e``.
 
 ``stage=cross-b`` (kernel B, booted by A): records what B did, without
 judging: its release, the KHO and test_kho lines of dmesg, whether debugfs
@@ -81,10 +82,15 @@ def stage_a(args: dict) -> None:
     new = new.replace(" -- ", " earlyprintk=serial,ttyS0,115200 -- ", 1)
     r = sh(["kexec", "-s", "-l", str(NEXT_BZIMAGE), f"--append={new}"])
     out["kexec_load"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
-    out["kexec_at"] = time.time()
     save("cross-a.json", out)
     if r.returncode:
         return
+    r = cli("check", "--json")          # the next kernel: the loaded image
+    out["check_auto_rc"] = r.returncode
+    out["check_auto_stderr"] = r.stderr[-300:]
+    (RESULTS / "cross-a-check-auto.json").write_text(r.stdout)
+    out["kexec_at"] = time.time()
+    save("cross-a.json", out)
     os.sync()
     r = sh(["kexec", "-e"])
     out["kexec_e"] = f"returned rc={r.returncode}: {r.stderr[-300:]}"
