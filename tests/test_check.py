@@ -200,8 +200,11 @@ def test_views_difference_is_an_error(monkeypatch, tmp_path, dtc, capsys):
     res = CheckResult([ViewRuns("tracker", [], "t"), ViewRuns("map", [], "m")],
                       [Difference("tracker", Run(0x1000, 0, 1))], [])
     monkeypatch.setattr(clic, "_kernel_state", lambda src, args, extra: 1)
-    # the stand-in program has no LUO for owners' live walk to read
+    # the stand-in program has no LUO for owners' live walk to read, and no
+    # kexec image loaded
     monkeypatch.setattr("kho_inspect.walk.luo.luo_sessions", lambda prog: [])
+    monkeypatch.setattr("kho_inspect.walk.kexec.loaded_kernel_release",
+                        lambda prog: None)
     monkeypatch.setattr("kho_inspect.walk.layout.system_ram",
                         lambda prog: [(0, 1 << 30)])
     monkeypatch.setattr("kho_inspect.walk.state.scratch_areas",
@@ -223,8 +226,11 @@ def test_ram_and_scratch(monkeypatch, tmp_path, dtc, capsys):
     from kho_inspect.walk.state import ScratchArea
     p = image(tmp_path, dtc, {(0x600000, 0), (0x10000000, 0)})
     monkeypatch.setattr(clic, "_kernel_state", lambda src, args, extra: 1)
-    # the stand-in program has no LUO for owners' live walk to read
+    # the stand-in program has no LUO for owners' live walk to read, and no
+    # kexec image loaded
     monkeypatch.setattr("kho_inspect.walk.luo.luo_sessions", lambda prog: [])
+    monkeypatch.setattr("kho_inspect.walk.kexec.loaded_kernel_release",
+                        lambda prog: None)
     # RAM ends at 256 MiB: 0x10000000 is outside; scratch covers 0x600000
     monkeypatch.setattr("kho_inspect.walk.layout.system_ram",
                         lambda prog: [(0, 0x10000000)])

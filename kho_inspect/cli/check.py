@@ -116,8 +116,7 @@ def _next_kernel(prog, args, extra: list) -> tuple[str | None, str | None]:
     if args.next_vmlinux:
         from ..check.next_kernel import release_of_image
         return release_of_image(args.next_vmlinux), "--next-vmlinux"
-    import drgn
-    if not isinstance(prog, drgn.Program):     # no kernel to ask
+    if prog is None:                            # no kernel to ask
         return None, None
     from ..abi import releases
     from ..walk.kexec import loaded_kernel_release
