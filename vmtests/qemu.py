@@ -101,8 +101,7 @@ class Guest:
         self.qmp_path.unlink(missing_ok=True)
         append = (f"console=ttyS0 root=rootfs rootfstype=9p "
                   f"rootflags=trans=virtio,version=9p2000.L,msize={MSIZE} "
-                  f"ro kho=1 liveupdate=1 panic=-1 init=/kho-init "
-                  f"{extra_append} -- "
+                  f"ro kho=1 panic=-1 init=/kho-init {extra_append} -- "
                   + " ".join(init_args)).replace("  ", " ")
         fsdevs = [("rootfs", rootfs, True), ("project", project, True),
                   ("kernel", kernel_dir, True), ("results", results, False)]

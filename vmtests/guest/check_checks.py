@@ -40,12 +40,6 @@ from trace_checks import (LIST, MAX_PAGE_ORDER, cli, ctl, insmod,
 
 PLAN = "s8-plan.json"
 WORKLOAD = "kho_workload"
-#: LUO (only where /dev/liveupdate exists: booted with liveupdate=1): a
-#: session holding a memfd, kept open through the kexec so that stage 2
-#: receives it serialized; its pages (pagemap) are in LUO_PLAN.
-LUO_PLAN = "s8-luo.json"
-LUO_PAGES = 16
-_luo_fds: list = []
 
 
 def log(msg: str) -> None:
@@ -120,57 +114,6 @@ def _own_workload(results: Path) -> str | None:
     return None
 
 
-def _luo_memfd(results: Path) -> dict | None:
-    """Where /dev/liveupdate exists: a session "kho-inspect-s8" preserving a
-    memfd of LUO_PAGES written pages (include/uapi/linux/liveupdate.h:
-    CREATE_SESSION _IO(0xBA, 0) {u32 size; s32 fd; u8 name[64]},
-    PRESERVE_FD _IO(0xBA, 0x40) {u32 size; s32 fd; u64 token}), both fds
-    kept open. The oracle: /proc/self/pagemap of a mapping of the memfd,
-    read after the preserve (which pins, and may migrate, its folios)."""
-    if not os.path.exists("/dev/liveupdate"):
-        return None
-    import fcntl
-    import mmap
-    import struct
-    lu = os.open("/dev/liveupdate", os.O_RDWR)
-    try:
-        buf = bytearray(struct.pack("<Ii64s", 72, -1, b"kho-inspect-s8"))
-        fcntl.ioctl(lu, 0xBA00, buf)
-    finally:
-        os.close(lu)                    # the session fd lives on its own
-    sfd = struct.unpack_from("<i", buf, 4)[0]
-    mfd = os.memfd_create("kho-s8-luo", 0)
-    os.write(mfd, b"".join(bytes([i + 1]) * 4096 for i in range(LUO_PAGES)))
-    fcntl.ioctl(sfd, 0xBA40, bytearray(struct.pack("<IiQ", 16, mfd, 0x58)))
-    _luo_fds.extend((sfd, mfd))         # closing the session unpreserves
-    with mmap.mmap(mfd, LUO_PAGES * 4096, mmap.MAP_SHARED,
-                   mmap.PROT_READ) as mm:
-        if any(mm[i * 4096] != i + 1 for i in range(LUO_PAGES)):
-            raise RuntimeError("the preserved memfd reads back wrong")
-        addr = next(int(ln.split("-")[0], 16)
-                    for ln in open("/proc/self/maps") if "kho-s8-luo" in ln)
-        phys = []
-        with open("/proc/self/pagemap", "rb") as f:
-            for i in range(LUO_PAGES):
-                f.seek(((addr >> 12) + i) * 8)
-                e = int.from_bytes(f.read(8), "little")
-                phys.append((e & ((1 << 55) - 1)) * 4096 if e >> 63 else None)
-    plan = {"session": "kho-inspect-s8", "token": 0x58, "phys": phys}
-    (results / LUO_PLAN).write_text(json.dumps(plan) + "\n")
-    return plan
-
-
-def _luo_owned(ranges, plan: dict, want: str = "LUO") -> list[str]:
-    """The memfd pages of *plan* whose block in *ranges* is not *want*'s."""
-    bad = []
-    for p in plan["phys"]:
-        own = [r.get("owner") for r in ranges if p is not None and
-               r["phys"] <= p < r["phys"] + r["count"] * (4096 << r["order"])]
-        if not own or want not in (own[0] or "").split(","):
-            bad.append(f"0x{p or 0:x}: {own[0] if own else 'not listed'}")
-    return bad
-
-
 def stage1(results: Path) -> dict:
     fails, info = [], {}
     why = _own_workload(results)
@@ -180,7 +123,6 @@ def stage1(results: Path) -> dict:
     if fin.exists() and fin.read_text().strip() != "1":
         fin.write_text("1\n")          # kho-v1: the map exists after it
     head, items = module_items()
-    luo = _luo_memfd(results)
     # one run (the DWARF loads once): the clean-run checks and, with --next
     # this very release, the next-* findings (warnings only: same kernel)
     rel = os.uname().release
@@ -201,12 +143,6 @@ def stage1(results: Path) -> dict:
         un = [f["message"] for f in doc["findings"]
               if f["id"] == "unclaimed"]
         fails.append(f"unclaimed blocks: {'; '.join(un[:3])}")
-    if luo:
-        bad = _luo_owned(doc["ranges"], luo)
-        info["luo"] = f"{len(luo['phys']) - len(bad)}/{len(luo['phys'])} " \
-            "memfd pages owned by LUO"
-        if bad:
-            fails.append(f"LUO memfd pages not LUO's: {bad[:3]}")
     owned = _blocks(doc["ranges"])
     preserved = [it for it in items if it.get("state") == "preserved"]
     for it in preserved:
@@ -252,8 +188,7 @@ def stage1(results: Path) -> dict:
         f"check: {info['counts']['error']} errors, warnings "
         f"{info['warnings'] or 'none'}; owners {info['owners']}; "
         f"next {rel}: {predictions}; leave item {leave} unrestored; "
-        f"scratch: {info.get('scratch')}"
-        + (f"; {info['luo']}" if "luo" in info else "")), **info}
+        f"scratch: {info.get('scratch')}"), **info}
 
 
 def stage2(results: Path) -> dict:
@@ -294,17 +229,6 @@ def stage2(results: Path) -> dict:
     if any(o is None for o in left.values()):
         fails.append("unclaimed blocks still marked: " + ", ".join(
             f"0x{p:x}/{o}" for (p, o), w in left.items() if w is None)[:200])
-    if (results / LUO_PLAN).exists():
-        # stage 1's session, serialized at the kexec, not yet retrieved
-        luo = json.loads((results / LUO_PLAN).read_text())
-        rows = [{"phys": f["phys"], "order": f["order"], "count": f["count"],
-                 "owner": f["owner"]} for f in doc["findings"]
-                if f["id"] in ("unrestored", "unclaimed")]
-        bad = _luo_owned(rows, luo)
-        info["luo"] = f"{len(luo['phys']) - len(bad)}/{len(luo['phys'])} " \
-            "memfd pages unrestored, owned by LUO"
-        if bad:
-            fails.append(f"LUO memfd pages: {bad[:3]}")
     by_id = {it["id"]: it for it in items}
     it = by_id.get(plan["leave"])
     if it is None or it["state"] != "unrestored":
@@ -340,7 +264,7 @@ def stage2(results: Path) -> dict:
     return {"status": "pass", "reason": (
         f"check --incoming: {info['unrestored']} blocks unrestored, owners "
         f"{info['owners']}; left item {plan['leave']} listed; order>10: "
-        f"{fates}" + (f"; {info['luo']}" if "luo" in info else "")), **info}
+        f"{fates}"), **info}
 
 
 def run(results_dir, stage: int) -> dict:

@@ -642,6 +642,9 @@ def main() -> int:
         elif stage.startswith("numa"):                      # S12 (numa.py)
             import numa
             numa.main(args)
+        elif stage.startswith("luo"):                       # S13 (luo.py)
+            import luo
+            luo.main(args)
         else:
             (stage1 if stage == "1" else stage2)(args)
     except Exception:
