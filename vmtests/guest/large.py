@@ -4,6 +4,7 @@
 kho_workload module preserves :data:`PLAN` (``scatter``: order-0 folios,
 gapless or one every other page, one kho_preserve_folio call each) while
 ``trace --summary`` counts the calls in the kernel (``large-trace.jsonl``),
+then one more scatter item with the tracer detached (the untraced rate),
 kho-v1 finalizes, the module's own ``list`` is saved as ``large-list.txt``
 (the truth the host compares every view with), and the host is asked for a
 dump (``large-dump-request-1``,
@@ -34,8 +35,11 @@ BZIMAGE = "/kernel/bzImage"
 DUMP_TIMEOUT = 1800         # the host runs every command on the dump first
 
 #: (command, times): 16 gapless runs of 65536 order-0 blocks (4 GiB) and
-#: 16384 blocks one every other page: 1,064,960 blocks, about 16,400 runs
+#: 16384 blocks one every other page: 1,064,960 blocks, about 16,400 runs,
+#: preserved while trace --summary counts them
 PLAN = [("scatter 65536 1", 16), ("scatter 16384 2", 1)]
+#: then one more run with the tracer detached: the untraced rate
+UNTRACED = "scatter 65536 1"
 
 
 def log(msg: str) -> None:
@@ -106,6 +110,11 @@ def stage1(out: dict) -> None:
             if err:
                 log(f"{cmd}: {err}")
     out["trace_rc"] = tracer.stop() if not out["trace_start"] else None
+    try:
+        CTL.write_text(UNTRACED)
+        out["untraced"] = {"cmd": UNTRACED, "error": None}
+    except OSError as e:
+        out["untraced"] = {"cmd": UNTRACED, "error": str(e)}
     out["meminfo"] = meminfo()
     if FINALIZE.exists():
         t = time.monotonic()

@@ -188,6 +188,7 @@ struct kw_item {
 	unsigned long stride;	/* scatter: pages between blocks */
 	unsigned long done;	/* scatter: blocks [0, done) held; numa: pages
 				 * below the boundary (not the module's) */
+	u64 preserve_ns;	/* scatter: the preserve loop alone (ktime) */
 	/* memory held by this module for the item */
 	struct folio *folio;	/* blob, folio */
 	struct page *page;	/* pages, phys */
@@ -919,7 +920,9 @@ static int kw_cmd_scatter(unsigned long nr, unsigned long stride)
 	item->nr_pages = nr;
 	item->stride = stride;
 	item->done = 0;		/* here: how many are preserved */
+	item->preserve_ns = ktime_get_ns();
 	err = kw_scatter_preserve(item);
+	item->preserve_ns = ktime_get_ns() - item->preserve_ns;
 	item->ret = err;
 	kw_add(item);
 	if (err) {
@@ -1327,7 +1330,8 @@ static int kw_list_show(struct seq_file *m, void *v)
 		   kw_state_names[item->state], (u64)item->phys, item->order,
 		   item->nr_pages, item->csum, item->ret);
 	if (item->kind == KW_SCATTER)
-		seq_printf(m, " stride=%lu", item->stride);
+		seq_printf(m, " stride=%lu preserve_ns=%llu", item->stride,
+			   item->preserve_ns);
 	if (item->kind == KW_NUMA && !kw_kho_boot)
 		seq_printf(m, " owned=%lu", item->nr_pages - item->done);
 	if (item->kind == KW_NUMA && item->state == KW_RESTORED)
