@@ -27,6 +27,7 @@ from pathlib import Path
 
 import kmod
 import qemu
+from results import read_json
 
 #: (from, to) -> the check id that must flag the pair before the kexec
 PAIRS = {("6.17", "6.18"): "next-bitmap",
@@ -40,13 +41,6 @@ def _link(src: Path, dst: Path) -> None:
         os.link(src, dst)           # the cache and the run dir share a disk
     except OSError:
         shutil.copy2(src, dst)
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def blocks(ranges) -> set:

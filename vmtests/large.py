@@ -35,6 +35,7 @@ from pathlib import Path
 
 import kmod
 import qemu
+from results import read_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import large_map  # noqa: E402
@@ -49,13 +50,6 @@ DUMP_TIMEOUT = 900
 #: the scale the issue asks for
 MIN_BLOCKS = 1_000_000
 PAGE = 4096
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def scatter_items(list_text: str) -> list[tuple[int, int, int]]:

@@ -11,11 +11,11 @@ LUO's sessions) and after it (the serialized session in the incoming
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import qemu
+from results import read_json
 
 TIMEOUT = 600
 
@@ -25,13 +25,6 @@ def has_luo(build) -> bool:
         return "\nCONFIG_LIVEUPDATE=y\n" in (build.dir / "config").read_text()
     except OSError:
         return False
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def run(build, rootfs: Path, project: Path, workdir: Path

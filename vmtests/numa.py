@@ -28,13 +28,13 @@ The verdict, from three views that must agree:
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 import kmod
 import qemu
+from results import read_json
 
 MEMORY = "2G"
 #: node 0 ends at 1040 MiB: half way into the 32 MiB from 1024 MiB
@@ -47,13 +47,6 @@ QEMU_NUMA = ("-object", f"memory-backend-ram,id=m0,size={NODE0}",
              "-numa", "node,nodeid=0,cpus=0,memdev=m0",
              "-numa", "node,nodeid=1,memdev=m1")
 TIMEOUT = 600
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def has_numa(build) -> bool:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import qemu
+from results import read_json
 
 #: 256 MiB of crash kernel count, twice over, in KHO's scratch scaling
 #: (scratch_scale=200% of the memblock reservations, and the per-node area
@@ -71,13 +72,6 @@ def boot(build, rootfs: Path, project: Path, workdir: Path,
     finally:
         g.kill()
     return why, g.console_tail(40)
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def elf_holes(path: Path) -> list[tuple[int, int]]:

@@ -258,6 +258,22 @@ class LoadedImage:
                        "segment holds a compressed kernel there")
 
 
+def loaded_image(prog: drgn.Program) -> drgn.Object | None:
+    """The image ``kexec -l``/``kexec -s -l`` loaded (``*kexec_image``, a
+    ``struct kimage``), or None when nothing is loaded.
+
+    :raises KhoError: the kernel has no kexec, or the pointer cannot be
+        read.
+    """
+    try:
+        image = prog["kexec_image"]
+    except KeyError:
+        raise KhoError("the kernel's debug info has no 'kexec_image': no "
+                       "CONFIG_KEXEC_CORE") from None
+    with reading(prog, "kexec_image"):
+        return image[0].read_() if image.value_() else None
+
+
 def loaded_kernel_release(prog: drgn.Program) -> str | None:
     """The ``uname -r`` of the kernel loaded with ``kexec -l`` or ``kexec
     -s -l`` (``kexec_image``, a ``struct kimage *``), read from the pages
@@ -270,13 +286,5 @@ def loaded_kernel_release(prog: drgn.Program) -> str | None:
         (a fault, a malformed list, not a bzImage, a compression the
         standard library lacks) - one line, for a not-checked note.
     """
-    try:
-        image = prog["kexec_image"]
-    except KeyError:
-        raise KhoError("the kernel's debug info has no 'kexec_image': no "
-                       "CONFIG_KEXEC_CORE") from None
-    with reading(prog, "kexec_image"):
-        if not image.value_():
-            return None
-        image = image[0]
-    return LoadedImage(prog, image).release()
+    image = loaded_image(prog)
+    return None if image is None else LoadedImage(prog, image).release()

@@ -12,6 +12,7 @@ from ..abi.common import SCRATCH_FORMAT, SCRATCH_SIZE
 from ..errors import KhoError
 from ._read import read, reading
 from .fdt import kho_in
+from .kexec import loaded_image
 
 #: Refuse absurd scratch counts (nodes + 2 in every version).
 MAX_SCRATCH = 4096
@@ -90,14 +91,10 @@ def kexec_image_kho(prog: drgn.Program) -> dict | None:
         with kexec_load rather than ``kexec -s``, KHO off, or - 6.16-6.18 -
         loaded before finalize).
     """
-    try:
-        image = prog["kexec_image"]
-    except KeyError:
-        raise KhoError("the kernel's debug info has no 'kexec_image': no "
-                       "CONFIG_KEXEC_CORE") from None
+    image = loaded_image(prog)
+    if image is None:
+        return None
     with reading(prog, "kexec_image"):
-        if not image.value_():
-            return None
         try:
             kho = image.kho
         except AttributeError:

@@ -18,41 +18,23 @@ incompatibility, and B's behaviour is recorded against the prediction.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-RESULTS = Path("/results")
+import own_boot
+from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
+
 NEXT_BZIMAGE = RESULTS / "next-bzImage"
 NEXT_VMLINUX = RESULTS / "next-vmlinux"
 FINALIZE = Path("/sys/kernel/debug/kho/out/finalize")
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
 
 
-def log(msg: str) -> None:
-    print(f"cross: {msg}", flush=True)
-
-
-def sh(cmd, timeout=300) -> subprocess.CompletedProcess:
-    log("run: " + " ".join(map(str, cmd)))
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
-                                           f"timeout after {timeout}s")
-
-
-def cli(*args):
-    return sh([sys.executable, "-m", "kho_inspect", *args])
-
-
-def save(name: str, obj) -> None:
-    (RESULTS / name).write_text(json.dumps(obj, indent=1) + "\n")
+sh = functools.partial(own_boot.sh, "cross")
+cli = functools.partial(own_boot.cli, "cross")
 
 
 def stage_a(args: dict) -> None:
@@ -76,25 +58,17 @@ def stage_a(args: dict) -> None:
     out["check_rc"] = r.returncode
     out["check_stderr"] = r.stderr[-300:]
     (RESULTS / "cross-a-check.json").write_text(r.stdout)
-    cmdline = Path("/proc/cmdline").read_text().strip()
-    new = re.sub(r"\bstage=cross-a\b", "stage=cross-b", cmdline)
     # B may die before its console is up (reading A's map): print early
-    new = new.replace(" -- ", " earlyprintk=serial,ttyS0,115200 -- ", 1)
-    r = sh(["kexec", "-s", "-l", str(NEXT_BZIMAGE), f"--append={new}"])
-    out["kexec_load"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
-    save("cross-a.json", out)
-    if r.returncode:
+    new = next_cmdline("cross-a", "cross-b",
+                       add="earlyprintk=serial,ttyS0,115200")
+    if not kexec_load("cross", new, out, "cross-a.json", str(NEXT_BZIMAGE)):
         return
     r = cli("check", "--json")          # the next kernel: the loaded image
     out["check_auto_rc"] = r.returncode
     out["check_auto_stderr"] = r.stderr[-300:]
     (RESULTS / "cross-a-check-auto.json").write_text(r.stdout)
     out["kexec_at"] = time.time()
-    save("cross-a.json", out)
-    os.sync()
-    r = sh(["kexec", "-e"])
-    out["kexec_e"] = f"returned rc={r.returncode}: {r.stderr[-300:]}"
-    save("cross-a.json", out)
+    kexec_exec("cross", out, "cross-a.json")
 
 
 def stage_b(args: dict) -> None:

@@ -20,18 +20,18 @@ The guest judges nothing; vmtests/large.py does, from the dumps.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
-RESULTS = Path("/results")
+import own_boot
+from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
+
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
 LIST = Path("/sys/kernel/debug/kho_workload/list")
 FINALIZE = Path("/sys/kernel/debug/kho/out/finalize")
-BZIMAGE = "/kernel/bzImage"
 DUMP_TIMEOUT = 1800         # the host runs every command on the dump first
 
 #: (command, times): 16 gapless runs of 65536 order-0 blocks (4 GiB) and
@@ -42,22 +42,11 @@ PLAN = [("scatter 65536 1", 16), ("scatter 16384 2", 1)]
 UNTRACED = "scatter 65536 1"
 
 
+sh = functools.partial(own_boot.sh, "large")
+
+
 def log(msg: str) -> None:
     print(f"large: {msg}", flush=True)
-
-
-def sh(cmd, timeout=300) -> subprocess.CompletedProcess:
-    log("run: " + " ".join(map(str, cmd)))
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
-                                           f"timeout after {timeout}s")
-
-
-def save(name: str, obj) -> None:
-    (RESULTS / name).write_text(json.dumps(obj, indent=1) + "\n")
 
 
 def meminfo() -> dict:
@@ -127,17 +116,9 @@ def stage1(out: dict) -> None:
     (RESULTS / "large-list.txt").write_text(LIST.read_text())
     save("large-1.json", out)
     dump(1, out, "large-1.json")
-    cmdline = Path("/proc/cmdline").read_text().strip()
-    new = re.sub(r"\bstage=large-1\b", "stage=large-2", cmdline)
-    r = sh(["kexec", "-s", "-l", BZIMAGE, f"--append={new}"])
-    out["kexec_load"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
-    save("large-1.json", out)
-    if r.returncode:
-        return
-    os.sync()
-    r = sh(["kexec", "-e"], timeout=600)
-    out["kexec_e"] = f"returned rc={r.returncode}: {r.stderr[-300:]}"
-    save("large-1.json", out)
+    if kexec_load("large", next_cmdline("large-1", "large-2"), out,
+                  "large-1.json"):
+        kexec_exec("large", out, "large-1.json")
 
 
 def stage2(out: dict) -> None:

@@ -27,14 +27,12 @@ import fcntl
 import json
 import mmap
 import os
-import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
-RESULTS = Path("/results")
-BZIMAGE = "/kernel/bzImage"
+import own_boot
+from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
+
 FINALIZE = Path("/sys/kernel/debug/kho/out/finalize")
 PLAN = "luo-plan.json"
 PAGES = 16
@@ -47,17 +45,12 @@ def log(msg: str) -> None:
 
 
 def cli(*args) -> tuple[int, dict | None, str]:
-    r = subprocess.run([sys.executable, "-m", "kho_inspect", *args],
-                       capture_output=True, text=True, timeout=600)
+    r = own_boot.cli("luo", *args)
     try:
         doc = json.loads(r.stdout)
     except ValueError:
         doc = None
     return r.returncode, doc, r.stderr.strip()[-300:]
-
-
-def save(name: str, obj) -> None:
-    (RESULTS / name).write_text(json.dumps(obj, indent=1) + "\n")
 
 
 def preserve_memfd() -> dict:
@@ -158,16 +151,10 @@ def main(args: dict) -> None:
     log(f"{stage}: {res['status']}: {res['reason']}")
     if stage != "luo-1" or res["status"] != "pass":
         return
-    cmdline = Path("/proc/cmdline").read_text().strip()
-    new = re.sub(r"\bstage=luo-1\b", "stage=luo-2", cmdline)
-    r = subprocess.run(["kexec", "-s", "-l", BZIMAGE, f"--append={new}"],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode:
-        res.update(status="fail", reason=f"kexec -s -l: {r.stderr[-200:]}")
-        save(f"{stage}.result.json", res)
-        return
-    os.sync()
-    r = subprocess.run(["kexec", "-e"], capture_output=True, text=True)
-    res.update(status="fail", reason=f"kexec -e returned {r.returncode}: "
-               f"{r.stderr[-200:]}")
-    save(f"{stage}.result.json", res)
+    name = f"{stage}.result.json"
+    if kexec_load("luo", next_cmdline("luo-1", "luo-2"), res, name):
+        kexec_exec("luo", res, name)
+    # still here: no kexec
+    res.update(status="fail", reason=f"stage 1 passed, no kexec: "
+               f"{res.get('kexec_e') or res['kexec_load']['stderr']}")
+    save(name, res)

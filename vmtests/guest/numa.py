@@ -18,43 +18,26 @@ the kernel did.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
-RESULTS = Path("/results")
+import own_boot
+from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
+
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
 LIST = Path("/sys/kernel/debug/kho_workload/list")
-BZIMAGE = "/kernel/bzImage"
 NR = 8192
 
 
-def log(msg: str) -> None:
-    print(f"numa: {msg}", flush=True)
-
-
-def sh(cmd, timeout=300) -> subprocess.CompletedProcess:
-    log("run: " + " ".join(map(str, cmd)))
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(cmd, -1, e.stdout or "",
-                                           f"timeout after {timeout}s")
+sh = functools.partial(own_boot.sh, "numa")
 
 
 def cli(name: str, *args) -> dict:
     """Run the CLI, keep its JSON in *name*; rc and stderr's tail."""
-    r = sh([sys.executable, "-m", "kho_inspect", *args])
+    r = own_boot.cli("numa", *args)
     (RESULTS / name).write_text(r.stdout)
     return {"rc": r.returncode, "stderr": r.stderr.strip()[-300:]}
-
-
-def save(name: str, obj) -> None:
-    (RESULTS / name).write_text(json.dumps(obj, indent=1) + "\n")
 
 
 def nodes() -> list[str]:
@@ -80,19 +63,10 @@ def stage1(out: dict) -> None:
     out["check"] = cli("numa-1-check.json", "check", "--next",
                        os.uname().release, "--json")
     save("numa-1.json", out)
-    cmdline = Path("/proc/cmdline").read_text().strip()
-    new = re.sub(r"\bstage=numa-1\b", "stage=numa-2", cmdline)
     # the preserved run is where the crash kernel area was: not again
-    new = re.sub(r"\s*\bcrashkernel=\S+", "", new)
-    r = sh(["kexec", "-s", "-l", BZIMAGE, f"--append={new}"])
-    out["kexec_load"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
-    save("numa-1.json", out)
-    if r.returncode:
-        return
-    os.sync()
-    r = sh(["kexec", "-e"])
-    out["kexec_e"] = f"returned rc={r.returncode}: {r.stderr[-300:]}"
-    save("numa-1.json", out)
+    new = next_cmdline("numa-1", "numa-2", drop="crashkernel=")
+    if kexec_load("numa", new, out, "numa-1.json"):
+        kexec_exec("numa", out, "numa-1.json")
 
 
 def stage2(out: dict) -> None:
