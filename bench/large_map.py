@@ -79,9 +79,11 @@ def run_cli(args: list[str], out: Path, timeout: float = 1800) -> dict:
                              start_new_session=True)
         try:
             p.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:       # timeout, Ctrl-C: nothing left running
             os.killpg(p.pid, 9)
             p.wait()
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
     try:
         rc, secs, rss = fig.read_text().split()
         rc, secs, rss = int(rc), float(secs), int(rss)
@@ -276,14 +278,22 @@ def main() -> int:
     ap.add_argument("vmcore")
     ap.add_argument("vmlinux")
     ap.add_argument("--stage2", metavar="VMCORE2")
-    ap.add_argument("--out", type=Path, help="keep the outputs here")
+    ap.add_argument("--out", type=Path, help="keep the outputs here "
+                    "(default: a temporary directory, removed at the end)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    out = a.out or Path(tempfile.mkdtemp(prefix="kho-large-"))
+    tmp = None if a.out else tempfile.TemporaryDirectory(prefix="kho-large-")
+    out = a.out or Path(tmp.name)
     out.mkdir(parents=True, exist_ok=True)
-    fig = stage1(a.vmcore, a.vmlinux, out)
-    if a.stage2:
-        fig.update(stage2(a.stage2, a.vmlinux, out))
+    try:
+        fig = stage1(a.vmcore, a.vmlinux, out)
+        if a.stage2:
+            fig.update(stage2(a.stage2, a.vmlinux, out))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
     if a.json:
         print(json.dumps({"figures": fig, "summary": summary(fig)}, indent=1))
     else:
