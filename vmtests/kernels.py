@@ -195,6 +195,13 @@ class Build:
     def vmlinux(self) -> Path:
         return self.dir / "vmlinux"
 
+    def config_has(self, option: str) -> bool:
+        """Whether this build's .config sets *option* (``CONFIG_X``) to y."""
+        try:
+            return f"\n{option}=y\n" in (self.dir / "config").read_text()
+        except OSError:
+            return False
+
 
 def _compiler_id() -> str:
     return subprocess.run(["gcc", "--version"], capture_output=True,

@@ -119,8 +119,8 @@ def judge1(res: Path, out: Path, fig: dict) -> tuple[str | None, str]:
     """Stage 1: (why it failed or None, what it showed)."""
     g = read_json(res / "large-1.json") or {}
     bad = [c for c in g.get("commands", []) if c["error"]]
-    if g.get("insmod", {}).get("rc"):
-        return f"insmod: {g['insmod']['stderr']}", ""
+    if g.get("insmod"):
+        return f"kho_workload: {g['insmod']}", ""
     if bad:
         return (f"{len(bad)} module command(s) failed: {bad[0]['cmd']}: "
                 f"{bad[0]['error']}"), ""

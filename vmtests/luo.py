@@ -20,13 +20,6 @@ from results import read_json
 TIMEOUT = 600
 
 
-def has_luo(build) -> bool:
-    try:
-        return "\nCONFIG_LIVEUPDATE=y\n" in (build.dir / "config").read_text()
-    except OSError:
-        return False
-
-
 def run(build, rootfs: Path, project: Path, workdir: Path
         ) -> tuple[str, str, float]:
     t = time.monotonic()

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import own_boot
 from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
+import trace_checks             # S6's tracer runner and module loader
+from trace_checks import insmod
 
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
 LIST = Path("/sys/kernel/debug/kho_workload/list")
@@ -76,12 +78,10 @@ def dump(n: int, out: dict, name: str) -> None:
 
 def stage1(out: dict) -> None:
     out["meminfo_boot"] = meminfo()
-    r = sh(["insmod", str(RESULTS / "kho_workload.ko")])
-    out["insmod"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
+    out["insmod"] = insmod(RESULTS)         # None, or why not
     save("large-1.json", out)
-    if r.returncode:
+    if out["insmod"]:
         return
-    import trace_checks         # the S6 tracer runner (same directory)
     tracer = trace_checks.Tracer(RESULTS, "large-trace", "--summary")
     out["trace_start"] = tracer.wait_started()
     out["trace_start_secs"] = getattr(tracer, "start_seconds", None)

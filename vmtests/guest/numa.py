@@ -24,6 +24,7 @@ from pathlib import Path
 
 import own_boot
 from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
+from trace_checks import insmod
 
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
 LIST = Path("/sys/kernel/debug/kho_workload/list")
@@ -48,10 +49,9 @@ def nodes() -> list[str]:
 
 def stage1(out: dict) -> None:
     out["nodes"] = nodes()
-    r = sh(["insmod", str(RESULTS / "kho_workload.ko")])
-    out["insmod"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
+    out["insmod"] = insmod(RESULTS)         # None, or why not
     save("numa-1.json", out)
-    if r.returncode:
+    if out["insmod"]:
         return
     try:
         CTL.write_text(f"numa {NR}")
@@ -71,8 +71,7 @@ def stage1(out: dict) -> None:
 
 def stage2(out: dict) -> None:
     out["nodes"] = nodes()
-    r = sh(["insmod", str(RESULTS / "kho_workload.ko")])
-    out["insmod"] = {"rc": r.returncode, "stderr": r.stderr[-300:]}
+    out["insmod"] = insmod(RESULTS)
     out["list"] = LIST.read_text() if LIST.exists() else ""
     out["dmesg"] = [ln for ln in sh(["dmesg"]).stdout.splitlines()
                     if "kho_workload" in ln or "KHO" in ln][-20:]
