@@ -2,10 +2,11 @@
 
 Sources come from Debian only (trixie-backports): the ``orig.tar.xz`` of source
 package ``linux`` for 6.17-7.1 and the ``linux-source-7.3`` binary package.
-URLs are resolved through a private apt configuration (the host's own sources
-are never touched), downloads and builds are cached under :data:`CACHE`, keyed
-by kernel version, config-fragment hash and compiler, so a second run only
-checks stamps.
+They are found through a private apt index of that suite on the host's own
+Debian mirror (:mod:`mirror`; the host's sources are read, never changed)
+and downloaded through apt's proxy, if it has one; downloads and builds are cached
+under :data:`CACHE`, keyed by kernel version, config-fragment hash and
+compiler, so a second run only checks stamps.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import cachelock
+import mirror
 
 HERE = Path(__file__).resolve().parent
 FRAGMENT = HERE / "kho.config"
 CACHE = Path(os.environ.get("KHO_VMTEST_CACHE",
                             Path.home() / ".cache" / "kho-inspect"))
 APT_SUITE = "trixie-backports"
-MIRROR = "http://deb.debian.org/debian"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +79,9 @@ def apt_options() -> list[str]:
     for d in ("lists/partial", "archives/partial", "etc"):
         (root / d).mkdir(parents=True, exist_ok=True)
     sources = root / "etc" / "sources.list"
-    text = (f"deb {MIRROR} {APT_SUITE} main\n"
-            f"deb-src {MIRROR} {APT_SUITE} main\n")
+    uri = mirror.require_mirror()
+    text = (f"deb {uri} {APT_SUITE} main\n"
+            f"deb-src {uri} {APT_SUITE} main\n")
     if not sources.exists() or sources.read_text() != text:
         sources.write_text(text)
     return ["-o", f"Dir::Etc::SourceList={sources}",
@@ -108,11 +111,28 @@ def _source_versions() -> list[str]:
     return re.findall(r"^Version: (\S+)", out, re.M)
 
 
+def _apt_proxy(url: str) -> dict:
+    """The proxy apt itself would use for *url* (``Acquire::http::Proxy``
+    or ``Acquire::https::Proxy`` in the host's apt configuration), as a
+    urllib ProxyHandler mapping; empty when apt uses none (urllib then
+    follows http_proxy/https_proxy from the environment)."""
+    scheme = url.split(":", 1)[0]
+    r = subprocess.run(["apt-config", "shell", "P", f"Acquire::{scheme}::Proxy"],
+                       capture_output=True, text=True)
+    m = re.match(r"P='(.*)'", r.stdout.strip())
+    return {scheme: m.group(1)} if m and m.group(1) not in ("", "DIRECT") \
+        else {}
+
+
 def _download(url: str, dest: Path) -> bool:
-    """Download *url* to *dest* atomically; False on HTTP 404."""
+    """Download *url* to *dest* atomically, through apt's proxy if it has
+    one; False on HTTP 404."""
     part = dest.with_suffix(dest.suffix + ".part")
+    handlers = [urllib.request.ProxyHandler(p)] if (p := _apt_proxy(url)) \
+        else []
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with urllib.request.urlopen(url, timeout=120) as r, open(part, "wb") as f:
+        with opener.open(url, timeout=120) as r, open(part, "wb") as f:
             shutil.copyfileobj(r, f, 1 << 20)
     except urllib.error.HTTPError as e:
         part.unlink(missing_ok=True)

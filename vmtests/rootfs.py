@@ -9,7 +9,9 @@ and the 9p shares and then execs the guest runner from the project tree
 the root filesystem.
 
 The host's apt sources are never touched: debootstrap fetches sid packages
-into the target directory only.
+into the target directory only, from the host's own Debian mirror
+(:mod:`mirror`), or debootstrap's default when the host names none. The
+mirror is not part of the hash: any mirror serves the same packages.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import sys
 from pathlib import Path
 
 import cachelock
+import mirror
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("KHO_VMTEST_CACHE",
                             Path.home() / ".cache" / "kho-inspect"))
 SUITE = "sid"
-MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 PACKAGES = sorted([
     "python3", "python3-drgn", "python3-bpfcc", "bpfcc-tools", "kexec-tools",
@@ -66,7 +68,7 @@ poweroff -f
 
 def key() -> str:
     h = hashlib.sha256()
-    h.update(f"{SUITE} {MIRROR} minbase\n".encode())
+    h.update(f"{SUITE} minbase\n".encode())
     h.update("\n".join(PACKAGES).encode())
     h.update(INIT.encode())
     return h.hexdigest()[:12]
@@ -103,7 +105,10 @@ def _build_locked(out: Path) -> Path:
     logf = CACHE / "rootfs" / f"debootstrap-{key()}.log"
     log(f"debootstrap {SUITE} into {tmp} (log: {logf})")
     cmd = ["debootstrap", "--variant=minbase", f"--keyring={KEYRING}",
-           "--include=" + ",".join(PACKAGES), SUITE, str(tmp), MIRROR]
+           "--include=" + ",".join(PACKAGES), SUITE, str(tmp)]
+    uri = mirror.host_mirror()
+    if uri:
+        cmd.append(uri)
     with open(logf, "w") as lf:
         r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT)
     if r.returncode:
