@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -59,6 +61,14 @@ KERNELS = [
     Kernel("7.3", "kho-v4 radix tree", (), binary="linux-source-7.3",
            extra="kho-numa.config"),
 ]
+
+
+#: The kernels CI builds and runs (``./run-tests`` with ``CI`` set, or
+#: ``--kernel ci``): the oldest layout (kho-v1, 512-byte bitmaps, no page
+#: magic) and the newest (kho-v4, LUO, NUMA), so that a cold CI run - the
+#: builds first - fits its budget. ``all`` is the full matrix, run before
+#: resolving an issue that touches the rig, decoders or walkers.
+CI_SET = ("6.17", "7.3")
 
 
 def log(msg: str) -> None:
@@ -293,7 +303,9 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
     if (out / "done").exists():
         return Build(k, version, out)
     tree = CACHE / "trees" / f"linux-{version}"
+    times = {}
     if not (tree / "Makefile").exists():
+        t = time.monotonic()
         log(f"extracting {tar.name}")
         tmp = tree.with_name(tree.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -301,6 +313,7 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
         _run(["tar", "-xf", tar, "-C", tmp, "--strip-components=1"])
         shutil.rmtree(tree, ignore_errors=True)
         tmp.rename(tree)
+        times["extract"] = round(time.monotonic() - t, 1)
     fragment = CACHE / "kernels" / f"fragment-{k.name}.config"
     fragment.parent.mkdir(parents=True, exist_ok=True)
     fragment.write_text("".join(f.read_text() for f in k.fragments()))
@@ -311,7 +324,8 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
     jobs = jobs or os.cpu_count() or 2
     logf = CACHE / "kernels" / f"build-{version}.log"
     logf.parent.mkdir(parents=True, exist_ok=True)
-    log(f"building {version} ({k.layout}), log: {logf}")
+    log(f"building {version} ({k.layout}) -j{jobs}, log: {logf}")
+    t = time.monotonic()
     with open(logf, "w") as lf:
         try:
             _run(["make", f"CC={cc}", "HOSTCC=gcc", "allnoconfig"], cwd=tree,
@@ -321,12 +335,14 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
                 raise RuntimeError(
                     f"{version}: the config did not take these options: "
                     f"{' '.join(missing)} (see {tree / '.config'})")
+            times["config"] = round(time.monotonic() - t, 1)
             # "modules" too: it writes Module.symvers, which out-of-tree
             # modules (vmtests/kmod) are built against.
-            _run(["make", f"-j{jobs}", f"CC={cc}", "HOSTCC=gcc", "bzImage",
-                  "vmlinux", "modules"], cwd=tree, env=env, stdout=lf,
-                 stderr=subprocess.STDOUT)
+            times.update(timed_make(
+                ["make", f"-j{jobs}", f"CC={cc}", "HOSTCC=gcc", "bzImage",
+                 "vmlinux", "modules"], tree, env, lf))
         except subprocess.CalledProcessError as e:
+            lf.flush()
             tail = logf.read_text(errors="replace").splitlines()[-25:]
             raise RuntimeError(f"building {version} failed ({e.cmd[1]}):\n"
                                + "\n".join(tail)) from None
@@ -338,24 +354,94 @@ def _build_locked(k: Kernel, jobs: int | None) -> Build:
     shutil.copy2(tree / ".config", tmp / "config")
     (tmp / "release").write_text(
         (tree / "include/config/kernel.release").read_text())
+    (tmp / "times.json").write_text(json.dumps(times) + "\n")
     (tmp / "done").write_text(version + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    log(f"built {version} in {out}")
+    log(f"built {version} in {out}: "
+        + ", ".join(f"{p} {v:.0f} s" for p, v in times.items()))
     return Build(k, version, out)
 
 
+#: kbuild's quiet output: the lines that end one phase of a build
+_LINK_START = re.compile(r"^\s*LD\s+vmlinux\.o$")
+_BOOT_LINE = re.compile(r"\barch/x86/boot/")
+_BZIMAGE_READY = re.compile(r"^Kernel: arch/x86/boot/bzImage is ready")
+_BTF_LINE = re.compile(r"^\s*BTF\s")
+
+
+def make_phases(lines) -> dict:
+    """Where a build's seconds went, from its ``(seconds, line)`` output:
+    ``compile`` (every object, until ``LD vmlinux.o``), ``link`` (vmlinux:
+    kallsyms passes, BTF, ...), of which ``btf`` (pahole: from each ``BTF``
+    line to the next line), ``bzimage`` and ``modules`` (after the bzImage,
+    to the end), ``make`` (all). A phase whose marker never came is left
+    out."""
+    out: dict = {}
+    t_link = t_boot = t_ready = t_btf = None
+    btf = 0.0
+    end = 0.0
+    for t, line in lines:
+        end = t
+        if t_btf is not None:
+            btf += t - t_btf
+            t_btf = None
+        if _BTF_LINE.match(line):
+            t_btf = t
+        if t_link is None:
+            if _LINK_START.match(line):
+                t_link = t
+        elif t_boot is None and _BOOT_LINE.search(line):
+            t_boot = t
+        if t_ready is None and _BZIMAGE_READY.match(line):
+            t_ready = t
+    if t_link is not None:
+        out["compile"] = t_link
+        if t_boot is not None:
+            out["link"] = t_boot - t_link
+            out["btf"] = btf
+            if t_ready is not None:
+                out["bzimage"] = t_ready - t_boot
+                out["modules"] = end - t_ready
+    out["make"] = end
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def timed_make(cmd: list[str], tree: Path, env: dict, lf) -> dict:
+    """Run *cmd* in *tree*, its output to *lf* with each line's seconds
+    since the start; returns :func:`make_phases` of it.
+
+    :raises subprocess.CalledProcessError: when make fails.
+    """
+    t0 = time.monotonic()
+    lines = []
+    with subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as p:
+        for line in p.stdout:
+            t = time.monotonic() - t0
+            lf.write(f"{t:7.1f} {line}")
+            lines.append((t, line.rstrip("\n")))
+    if p.returncode:
+        raise subprocess.CalledProcessError(p.returncode, cmd)
+    return make_phases(lines)
+
+
 def select(names: str) -> list[Kernel]:
-    """Kernels matching ``all`` or a comma-separated list of names/versions."""
+    """Kernels matching ``all``, ``ci`` (:data:`CI_SET`) or a
+    comma-separated list of names/versions (in the order given)."""
     if names in ("", "all"):
         return list(KERNELS)
+    if names == "ci":
+        names = ",".join(CI_SET)
     chosen = []
     for n in names.split(","):
         m = [k for k in KERNELS
              if n == k.name or n in k.versions or n.startswith(k.name + ".")]
         if not m:
             raise SystemExit(f"vmtests: unknown kernel {n!r}; known: "
-                             + ", ".join(k.name for k in KERNELS))
+                             + ", ".join(k.name for k in KERNELS)
+                             + ", all, ci")
         chosen += m
     return chosen
 
