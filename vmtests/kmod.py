@@ -13,7 +13,6 @@ building because the tree is shared with kernel builds.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -66,9 +65,7 @@ def _build_locked(build: kernels.Build, out: Path) -> Path:
     tmp.mkdir(parents=True)
     for name in SOURCES:
         shutil.copy2(SRC / name, tmp / name)
-    # the compiler the kernel was built with (vmtests/kernels.py)
-    cc = "ccache gcc" if shutil.which("ccache") else "gcc"
-    env = dict(os.environ, CCACHE_DIR=str(kernels.CACHE / "ccache"))
+    cc, env = kernels.compiler(tree)
     log = tmp / "build.log"
     with open(log, "w") as lf:
         r = subprocess.run(["make", "-C", str(tree), f"M={tmp}", f"CC={cc}",
