@@ -39,3 +39,43 @@ def run_dtc(dtc, src: bytes, inform="dts", outform="dtb") -> bytes:
     if p.returncode:
         raise AssertionError(f"dtc failed: {p.stderr.decode()}")
     return p.stdout
+
+
+# -- kernel DWARF: synthetic variants and vmtest builds (tests/variants.py) --
+
+@pytest.fixture(scope="session")
+def kdwarf(tmp_path_factory):
+    """Compiles tests/kdwarf/kernel.c once per variant and session."""
+    import variants
+    return variants.Compiler(tmp_path_factory.mktemp("kdwarf"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line, when kernel-DWARF tests ran: how many tests need a vmtest
+    build the cache lacks, and which builds."""
+    import re
+    import variants
+    ran = [r for key in ("passed", "failed", "skipped")
+           for r in terminalreporter.stats.get(key, [])
+           if re.search(r"\[(synth|build)-", r.nodeid)]
+    if not ran:
+        return
+    pat = re.compile(re.escape(variants.NEEDS_BUILD).replace(
+        r"\{\}", r"(\S+)"))
+    builds: dict[str, set] = {}
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else ""
+        m = pat.search(str(reason))
+        if m:
+            builds.setdefault(m.group(1), set()).add(rep.nodeid)
+    n = len(set().union(*builds.values())) if builds else 0
+    if n:
+        terminalreporter.write_line(
+            f"{n} tests need a vmtest build the cache lacks: "
+            + ", ".join(f"{b} ({len(builds[b])})" for b in sorted(
+                builds, key=lambda b: tuple(map(int, b.split(".")))))
+            + "; ./run-tests builds them")
+    else:
+        terminalreporter.write_line(
+            "kernel DWARF: every vmtest build these tests use is in the "
+            "cache")

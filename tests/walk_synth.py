@@ -1,17 +1,16 @@
-"""A drgn program with a real kernel's DWARF and hand-made memory.
+"""A drgn program with a kernel's DWARF and hand-made memory.
 
-The walker needs the kernel's types; the vmtest build cache holds vmlinux
-files of every generation (``~/.cache/kho-inspect/kernels/<release>-<hash>/``,
-or ``$KHO_INSPECT_KERNELS``). :class:`SynthKernel` loads one of them into a
-program made from a minimal ELF core (a VMCOREINFO note only, so drgn treats
-it as a Linux kernel), then serves memory from a sparse dict of pages:
-kernel-image variables, the direct map and physical addresses. Pages never
-written raise :class:`drgn.FaultError`, like pages filtered out of a vmcore.
+The walker needs the kernel's types. :class:`SynthKernel` loads a vmlinux -
+one of the synthetic variants compiled from ``tests/kdwarf/kernel.c`` or a
+vmtest build (``tests/variants.py`` lists both) - into a program made from
+a minimal ELF core (a VMCOREINFO note only, so drgn treats it as a Linux
+kernel), then serves memory from a sparse dict of pages: kernel-image
+variables, the direct map and physical addresses. Pages never written raise
+:class:`drgn.FaultError`, like pages filtered out of a vmcore.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import struct
 import subprocess
@@ -21,19 +20,7 @@ import drgn
 PAGE = 4096
 PAGE_OFFSET = 0xFFFF888000000000
 VMEMMAP = 0xFFFFEA0000000000
-KERNELS = os.environ.get("KHO_INSPECT_KERNELS",
-                         os.path.expanduser("~/.cache/kho-inspect/kernels"))
-
-
-def built_kernels() -> dict[str, str]:
-    """{release: vmlinux} of every finished build in the cache."""
-    out = {}
-    for d in sorted(glob.glob(os.path.join(KERNELS, "*"))):
-        vm = os.path.join(d, "vmlinux")
-        if os.path.exists(os.path.join(d, "done")) and os.path.exists(vm):
-            rel = os.path.basename(d).rsplit("-", 1)[0]
-            out[rel] = vm
-    return out
+KIMAGE = 0xFFFFFFFF80000000
 
 
 def _symbols(vmlinux: str) -> dict[str, int]:
@@ -80,17 +67,22 @@ def types_program(vmlinux: str, tmpdir: str, release: str = "synthetic"):
 
 
 class SynthKernel:
-    """Sparse memory behind a types-only program."""
+    """Sparse memory behind a types-only program. *numa*: the kernel was
+    built with CONFIG_NUMA (``node_data[]``, else ``contig_page_data``), as
+    its configuration says (tests/variants.py), not as its DWARF says."""
 
-    def __init__(self, vmlinux: str, tmpdir: str, release="synthetic"):
+    def __init__(self, vmlinux: str, tmpdir: str, release="synthetic",
+                 numa: bool = False):
         self.prog = types_program(vmlinux, tmpdir, release)
+        self.numa = numa
+        self.pgdats: dict[int, int] = {}        # nid -> pglist_data address
         self.phys: dict[int, bytearray] = {}     # page frame -> bytes
         self.kvirt: dict[int, bytearray] = {}    # kernel image pages
         self.next_phys = 0x10000000
         p = self.prog
         p.add_memory_segment(0, 1 << 40, self._read_phys, physical=True)
         p.add_memory_segment(PAGE_OFFSET, 1 << 40, self._read_direct)
-        p.add_memory_segment(0xFFFFFFFF80000000, 1 << 31, self._read_kvirt)
+        p.add_memory_segment(KIMAGE, 1 << 31, self._read_kvirt)
         self.vmemmap: dict[int, bytearray] = {}
         p.add_memory_segment(VMEMMAP, 1 << 40, self._read_vmemmap)
         self.set("page_offset_base", struct.pack("<Q", PAGE_OFFSET))
@@ -102,6 +94,13 @@ class SynthKernel:
             return None
         p.register_object_finder("synthetic vmemmap", vmemmap_finder,
                                  enable_index=0)
+
+    @classmethod
+    def of(cls, dwarf, tmpdir) -> "SynthKernel":
+        """The SynthKernel of a resolved variant (tests/variants.py's
+        ``Dwarf``): its vmlinux, release and NUMA configuration."""
+        return cls(dwarf.vmlinux, str(tmpdir), dwarf.release,
+                   numa=dwarf.numa)
 
     # -- memory -----------------------------------------------------------
     @staticmethod
@@ -125,7 +124,7 @@ class SynthKernel:
         return self._serve(self.phys, PAGE_OFFSET, address, count)
 
     def _read_kvirt(self, address, count, offset, physical):
-        return self._serve(self.kvirt, 0xFFFFFFFF80000000, address, count)
+        return self._serve(self.kvirt, KIMAGE, address, count)
 
     def _read_vmemmap(self, address, count, offset, physical):
         return self._serve(self.vmemmap, VMEMMAP, address, count)
@@ -140,7 +139,19 @@ class SynthKernel:
         self._write(self.phys, 0, phys, data)
 
     def write_kvirt(self, addr: int, data: bytes) -> None:
-        self._write(self.kvirt, 0xFFFFFFFF80000000, addr, data)
+        self._write(self.kvirt, KIMAGE, addr, data)
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write *data* at kernel virtual address *addr*: the kernel image,
+        the vmemmap or the direct map."""
+        if addr >= KIMAGE:
+            self.write_kvirt(addr, data)
+        elif VMEMMAP <= addr < VMEMMAP + (1 << 40):
+            self._write(self.vmemmap, VMEMMAP, addr, data)
+        elif PAGE_OFFSET <= addr < PAGE_OFFSET + (1 << 40):
+            self.write_phys(addr - PAGE_OFFSET, data)
+        else:
+            raise ValueError(f"0x{addr:x}: not a synthetic kernel address")
 
     def alloc(self, data: bytes = b"", size: int = PAGE) -> int:
         """A zeroed page-aligned physical allocation, filled with *data*."""
@@ -216,6 +227,36 @@ class SynthKernel:
         b = VMEMMAP + end_pfn * size
         for pg in range((a - VMEMMAP) // PAGE, (b - VMEMMAP + PAGE - 1) // PAGE):
             self.vmemmap.setdefault(pg, bytearray(PAGE))
+
+    def pgdat(self, nid: int = 0) -> drgn.Object:
+        """Node *nid*'s ``struct pglist_data`` where the kernel finds it:
+        the static ``contig_page_data`` without CONFIG_NUMA
+        (mm/memblock.c; node 0 only), else ``NODE_DATA(nid)`` =
+        ``node_data[nid]`` (mm/numa.c), allocated zeroed in the direct map
+        on first use, the node put online in ``node_states[N_ONLINE]`` and
+        ``nr_node_ids`` raised to cover it (mm/page_alloc.c)."""
+        if not self.numa:
+            if nid:
+                raise ValueError("a kernel without CONFIG_NUMA has node 0 "
+                                 "only")
+            return self.prog["contig_page_data"]
+        t = self.prog.type("struct pglist_data")
+        if nid not in self.pgdats:
+            if not self.pgdats:
+                self.zero("node_data")
+                self.zero("node_states")
+            self.pgdats[nid] = self.virt(self.alloc(size=drgn.sizeof(t)))
+            self.write_kvirt(self.prog["node_data"][nid].address_,
+                             struct.pack("<Q", self.pgdats[nid]))
+            self.node_online(nid)
+            self.set("nr_node_ids", struct.pack("<I", max(self.pgdats) + 1))
+        return drgn.Object(self.prog, t, address=self.pgdats[nid])
+
+    def node_online(self, nid: int, online: bool = True) -> None:
+        """Set or clear *nid* in ``node_states[N_ONLINE]``."""
+        word = self.prog["node_states"][self.prog["N_ONLINE"]].bits[nid // 64]
+        v = word.value_() & ~(1 << nid % 64) | (int(online) << nid % 64)
+        self.write_kvirt(word.address_, struct.pack("<Q", v))
 
     # -- KHO trackers -----------------------------------------------------
     def radix_tree(self, blocks) -> int:
@@ -296,3 +337,17 @@ class SynthKernel:
 
     def set_finalized(self, value: bool) -> None:
         self.set("kho_out", bytes([int(value)]), "finalized")
+
+
+def built_kernels() -> dict[str, str]:
+    """``{release: vmlinux}`` of the vmtest builds of the current config
+    fragment (``vmtests/kernels.py``'s ``cached_build``; stale cache
+    directories do not count). For bench/; the tests parametrize over
+    tests/variants.py instead, synthetic variants included."""
+    import variants
+    out = {}
+    for v in variants.BUILDS:
+        b = variants.cached_build(v.series)
+        if b is not None and b.vmlinux.exists():
+            out[b.version] = str(b.vmlinux)
+    return out
