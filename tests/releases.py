@@ -15,6 +15,8 @@ class Release(NamedTuple):
     generation: str            # root FDT compatible
     bitmap_bytes: int | None   # kho-v1 sizeof(struct kho_mem_phys_bits)
     tracker: str               # the outgoing tracker, as a C expression
+    page_magic: bool           # head-page marker: KHOP magic + order, or
+                               # the order alone (docs/abi.md 2.1, 6.1)
 
 
 _RADIX = "kho_out.radix_tree.root"
@@ -22,13 +24,13 @@ _RADIX = "kho_out.radix_tree.root"
 #: Keyed by exact release first, then by series. 6.17 is keyed by release:
 #: the 4 KiB-bitmap fix is Cc: stable, so a later 6.17.y may differ.
 RELEASES = {
-    "6.17.8": Release("kho-v1", 512, "kho_out.ser.track"),
-    "6.18": Release("kho-v1", 4096, "kho_out.ser.track"),
-    "6.19": Release("kho-v1", 4096, "kho_out.track"),
-    "7.0": Release("kho-v1", 4096, "kho_out.track"),
-    "7.1": Release("kho-v3", None, _RADIX),
-    "7.2": Release("kho-v4", None, _RADIX),
-    "7.3": Release("kho-v4", None, _RADIX),
+    "6.17.8": Release("kho-v1", 512, "kho_out.ser.track", False),
+    "6.18": Release("kho-v1", 4096, "kho_out.ser.track", True),
+    "6.19": Release("kho-v1", 4096, "kho_out.track", True),
+    "7.0": Release("kho-v1", 4096, "kho_out.track", True),
+    "7.1": Release("kho-v3", None, _RADIX, True),
+    "7.2": Release("kho-v4", None, _RADIX, True),
+    "7.3": Release("kho-v4", None, _RADIX, True),
 }
 
 

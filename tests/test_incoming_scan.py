@@ -69,16 +69,13 @@ def test_reference_orders_bound():
 
 
 @pytest.fixture
-def synth_memmap(tmp_path):
-    """A synthetic kernel (newest cached vmtest DWARF) with 2 memmap
-    sections of zeroed struct pages from pfn 0x20000."""
-    from walk_synth import SynthKernel, built_kernels
-    kernels = built_kernels()
-    if not kernels:
-        pytest.skip("no built kernel in the vmtest cache: scan progress "
-                    "test skipped")
-    rel = max(kernels, key=lambda r: tuple(map(int, r.split("."))))
-    k = SynthKernel(kernels[rel], str(tmp_path), rel)
+def synth_memmap(tmp_path, kdwarf):
+    """A synthetic kernel (the newest synthetic DWARF, tests/variants.py)
+    with 2 memmap sections of zeroed struct pages from pfn 0x20000."""
+    import variants
+    from walk_synth import SynthKernel
+    d = variants.resolve(variants.newest(variants.SYNTH)[0], kdwarf)
+    k = SynthKernel.of(d, tmp_path)
     pages = 2 * inc.CHUNK_PAGES
     k.memmap(0x20000, 0x20000 + pages)
     return k.prog, pages

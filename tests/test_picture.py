@@ -267,18 +267,17 @@ def test_svg_written(tmp_path, capsys):
 # -- system_ram over a hand-built resource tree ---------------------------
 
 sys.path.insert(0, os.path.dirname(__file__))
-from walk_synth import SynthKernel, built_kernels  # noqa: E402
+import variants  # noqa: E402
+from walk_synth import SynthKernel  # noqa: E402
 
-KERNELS = built_kernels()
 
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    if not KERNELS:
-        pytest.skip("no built kernel in the vmtest cache: system_ram over "
-                    "real DWARF skipped")
-    rel = sorted(KERNELS)[-1]
-    return SynthKernel(KERNELS[rel], str(tmp_path_factory.mktemp("k")), rel)
+#: struct resource (include/linux/ioport.h) is the same in every kernel of
+#: the matrix: the newest synthetic variant, and the newest build.
+@pytest.fixture(scope="module", params=variants.params(
+    variants.newest(variants.SYNTH)[:1] + variants.newest(variants.BUILDS)))
+def synth(request, kdwarf, tmp_path_factory):
+    d = variants.resolve(request.param, kdwarf)
+    return SynthKernel.of(d, tmp_path_factory.mktemp("k"))
 
 
 def _resources(k, spec):

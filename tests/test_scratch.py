@@ -3,8 +3,10 @@ free and used part (from the MIGRATE_CMA buddy free lists), and the
 /proc/meminfo CmaFree/CmaTotal puzzle.
 
 The pure parts are tested with hand-written inputs; the free-list walk runs
-against every cached kernel's DWARF over hand-built zones (skipped, loudly,
-when no kernel is built). Expected figures are worked out by hand here.
+over hand-built zones with kernel DWARF: the synthetic 7.3 variants of
+tests/variants.py, flat (``contig_page_data``) and NUMA (``node_data[]``),
+always, and every vmtest build the cache holds (a skip naming the build
+otherwise). Expected figures are worked out by hand here.
 """
 
 import struct
@@ -12,7 +14,8 @@ import struct
 import drgn
 import pytest
 
-from walk_synth import VMEMMAP, SynthKernel, built_kernels
+import variants
+from walk_synth import VMEMMAP, SynthKernel
 
 from kho_inspect.cli import walker as cliw
 from kho_inspect.walk.state import (bin_free_blocks, cma_mismatch,
@@ -143,23 +146,16 @@ def test_text_without_accounting_still_lists_areas():
     assert "?" in row
 
 
-# -- the free-list walk over real kernels' DWARF --------------------------------
+# -- the free-list walk over kernel DWARF ----------------------------------
 
-KERNELS = built_kernels()
-
-
-@pytest.fixture(params=sorted(KERNELS) or ["none"], scope="module")
-def release(request):
-    if request.param == "none":
-        pytest.skip("no built kernel in the vmtest cache (~/.cache/"
-                    "kho-inspect/kernels/*/done): free-list walk tests "
-                    "skipped")
-    return request.param
+@pytest.fixture(params=variants.params(variants.PGDATS), scope="module")
+def dwarf(request, kdwarf):
+    return variants.resolve(request.param, kdwarf)
 
 
 @pytest.fixture
-def kernel(release, tmp_path):
-    return SynthKernel(KERNELS[release], str(tmp_path), release)
+def kernel(dwarf, tmp_path):
+    return SynthKernel.of(dwarf, tmp_path)
 
 
 def _page_addr(k, pfn):
@@ -167,10 +163,11 @@ def _page_addr(k, pfn):
 
 
 def _free_list(k, zone, order, mt, pfns):
-    """Link the struct pages of *pfns* into
-    ``contig_page_data.node_zones[zone].free_area[order].free_list[mt]``
-    (a circular list_head chain through ``page->buddy_list``)."""
-    pgdat = k.prog["contig_page_data"]
+    """Link the struct pages of *pfns* into node 0's
+    ``node_zones[zone].free_area[order].free_list[mt]`` (a circular
+    list_head chain through ``page->buddy_list``): ``contig_page_data`` or
+    ``node_data[0]``, as the kernel's configuration has it."""
+    pgdat = k.pgdat(0)
     head = pgdat.node_zones[zone].free_area[order].free_list[mt].address_
     off = drgn.offsetof(k.prog.type("struct page"), "buddy_list")
     nodes = [head] + [_page_addr(k, p) + off for p in pfns]
@@ -178,11 +175,7 @@ def _free_list(k, zone, order, mt, pfns):
         k.memmap(p, p + 1)
     for i, n in enumerate(nodes):
         nxt, prv = nodes[(i + 1) % len(nodes)], nodes[i - 1]
-        data = struct.pack("<QQ", nxt, prv)
-        if n == head:
-            k.write_kvirt(n, data)
-        else:
-            k._write(k.vmemmap, VMEMMAP, n, data)
+        k.write(n, struct.pack("<QQ", nxt, prv))
 
 
 def _setup(k, cma_free_pages, cma_total_pages, ram_pages, areas):
@@ -192,7 +185,8 @@ def _setup(k, cma_free_pages, cma_total_pages, ram_pages, areas):
     k.set("kho_scratch_cnt", struct.pack("<I", len(areas)))
     k.zero("kexec_image")
     k.zero("kho_in")
-    k.zero("contig_page_data")
+    pgdat = k.pgdat(0)
+    k.write(pgdat.address_, bytes(drgn.sizeof(pgdat.type_)))
     k.set_u64("totalcma_pages", cma_total_pages)
     k.set_u64("_totalram_pages", ram_pages)
     k.zero("vm_zone_stat")
@@ -201,8 +195,8 @@ def _setup(k, cma_free_pages, cma_total_pages, ram_pages, areas):
                   struct.pack("<Q", cma_free_pages))
     # zone 1 (DMA32 on x86-64) present; zone 0 present with empty lists
     for z in (0, 1):
-        k.set_u64("contig_page_data", 1 << 18,
-                  f"node_zones[{z}].present_pages")
+        k.write(pgdat.node_zones[z].present_pages.address_,
+                struct.pack("<Q", 1 << 18))
 
 
 def test_walk_bins_cma_free_blocks(kernel):
@@ -268,10 +262,9 @@ def test_unreadable_free_list_is_a_problem_not_a_zero(kernel):
     k = kernel
     mt = k.prog["MIGRATE_CMA"].value_()
     _setup(k, 1024, 0, 1 << 18, [(0x30000000, 8 * MiB)])
-    pgdat = k.prog["contig_page_data"]
-    head = pgdat.node_zones[1].free_area[10].free_list[mt].address_
+    head = k.pgdat(0).node_zones[1].free_area[10].free_list[mt].address_
     # points into a struct page the "dump" does not have
-    k.write_kvirt(head, struct.pack("<Q", _page_addr(k, 0x77700) + 8))
+    k.write(head, struct.pack("<Q", _page_addr(k, 0x77700) + 8))
     doc = status_view(k.prog)
     acc = doc["scratch_accounting"]
     assert acc["walk"] is None and acc["scratch_free"] is None

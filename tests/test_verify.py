@@ -10,7 +10,8 @@ import pytest
 
 from conftest import run_dtc
 from helpers import PAGE, kho_dts, mem
-from walk_synth import SynthKernel, built_kernels
+import variants
+from walk_synth import SynthKernel
 from kho_inspect.abi.common import KHO_PAGE_MAGIC
 from kho_inspect.check.verify import (INCOMING, NOT_RECEIVED, SAME_KERNEL,
                                       Evidence, classify, verify)
@@ -287,20 +288,27 @@ def test_unreadable_memmap_and_content_are_unknown():
     assert (0x1200000, "unknown", True) in got        # marker unreadable
 
 
-# -- end to end over a synthetic kernel (real DWARF, hand-made memory) --------
+# -- end to end over kernel DWARF and hand-made memory ------------------------
 
-SYNTH = built_kernels()
+# every kernel of tests/variants.py (synthetic always, builds when cached)
+@pytest.fixture(params=variants.params(), scope="module")
+def dwarf(request, kdwarf):
+    return variants.resolve(request.param, kdwarf)
+
+
 #: Blocks preserved in the synthetic kernels, with their contents.
 SBLOCKS = [(0x20000000, 0), (0x20001000, 0), (0x20004000, 2)]
 #: Not in the image: marked in the next kernel all the same.
 SEXTRA = (0x20010000, 0)
 
 
-def _synth(release, tmp_path, dtc):
-    """A kernel whose outgoing tracker and FDT hold SBLOCKS, filled with
-    content; returns (kernel, image meta, image hashes)."""
+def _synth(d, tmp_path, dtc):
+    """A kernel (a resolved variant *d*) whose outgoing tracker and FDT hold
+    SBLOCKS, filled with content; returns (kernel, image meta, image
+    hashes)."""
     from releases import release as abi_release
-    k = SynthKernel(SYNTH[release], str(tmp_path), release)
+    release = d.release
+    k = SynthKernel.of(d, tmp_path)
     gen = abi_release(release).generation
     k.preserve(SBLOCKS)
     if gen == "kho-v1":
@@ -319,6 +327,7 @@ def _synth(release, tmp_path, dtc):
     for i, (phys, order) in enumerate(SBLOCKS):
         k.write_phys(phys, pattern(PAGE << order, i))
     k.zero("kho_in")
+    k.abi = abi_release(release)
     hashes = hash_blocks(PhysMemory(k.prog, "synthetic"),
                          [(p, o) for p, o in SBLOCKS])
     return k, {"fdt_phys": fdt, "release": release}, hashes
@@ -328,10 +337,8 @@ def _states(res):
     return {(v.phys, v.order): v.state for v in res.blocks}
 
 
-@pytest.mark.skipif(not SYNTH, reason="no built kernel in the vmtest cache")
-@pytest.mark.parametrize("release", sorted(SYNTH))
-def test_verify_in_the_capturing_kernel(release, tmp_path, dtc):
-    k, meta, hashes = _synth(release, tmp_path, dtc)
+def test_verify_in_the_capturing_kernel(dwarf, tmp_path, dtc):
+    k, meta, hashes = _synth(dwarf, tmp_path, dtc)
     res = verify(k.prog, meta, hashes)
     assert res.mode == SAME_KERNEL and res.ok
     assert set(_states(res).values()) == {"intact"}
@@ -344,13 +351,12 @@ def test_verify_in_the_capturing_kernel(release, tmp_path, dtc):
     assert not res.ok
 
 
-@pytest.mark.skipif(not SYNTH, reason="no built kernel in the vmtest cache")
-@pytest.mark.parametrize("release", sorted(SYNTH))
-def test_verify_in_the_next_kernel(release, tmp_path, dtc, monkeypatch):
-    k, meta, hashes = _synth(release, tmp_path, dtc)
+def test_verify_in_the_next_kernel(dwarf, tmp_path, dtc, monkeypatch):
+    k, meta, hashes = _synth(dwarf, tmp_path, dtc)
     k.set_fdt(b"")                  # this kernel's own outgoing FDT elsewhere
     k.set_u64("kho_in", meta["fdt_phys"], "fdt_phys")
-    magic = inc.has_page_magic(k.prog)
+    magic = k.abi.page_magic              # the ABI text: 6.18+
+    assert inc.has_page_magic(k.prog) is magic
     lo, hi = 0x20000, 0x20020
     k.memmap(lo, hi)
     # first block still marked, second corrupted while marked, third
@@ -380,9 +386,11 @@ def test_verify_in_the_next_kernel(release, tmp_path, dtc, monkeypatch):
     assert [v.matches for v in res.blocks if v.state == "restored"] == [True]
 
 
-@pytest.mark.skipif(not SYNTH, reason="no built kernel in the vmtest cache")
-def test_verify_in_an_unrelated_kernel(tmp_path, dtc):
-    k, meta, hashes = _synth(sorted(SYNTH)[-1], tmp_path, dtc)
+@pytest.mark.parametrize("variant", variants.params(
+    variants.newest(variants.SYNTH)[:1] + variants.newest(variants.BUILDS)))
+def test_verify_in_an_unrelated_kernel(variant, kdwarf, tmp_path, dtc):
+    k, meta, hashes = _synth(variants.resolve(variant, kdwarf), tmp_path,
+                             dtc)
     k.set_fdt(b"")                  # another outgoing FDT, not a KHO boot
     res = verify(k.prog, meta, hashes)
     assert res.mode == NOT_RECEIVED

@@ -22,7 +22,8 @@ import struct
 import drgn
 import pytest
 
-from walk_synth import PAGE, SynthKernel, built_kernels
+import variants
+from walk_synth import PAGE, SynthKernel
 
 from kho_inspect.check.next_kernel import release_of_image
 from kho_inspect.cli import main
@@ -83,16 +84,6 @@ def test_payload_zstd_without_stdlib_support():
 
 
 # -- the kimage over hand-made memory ---------------------------------------
-
-KERNELS = built_kernels()
-pytestmark_walk = pytest.mark.skipif(
-    not KERNELS, reason="no built kernel in the vmtest cache (~/.cache/"
-    "kho-inspect/kernels/*/done): the kimage tests are skipped")
-
-#: the oldest and the newest built kernel (struct kimage's two ends)
-WALK_RELEASES = sorted(KERNELS, key=lambda r: tuple(
-    int(x) for x in r.split(".")))[::max(1, len(KERNELS) - 1)] \
-    if KERNELS else []
 
 IND_DEST, IND_IND, IND_DONE, IND_SRC = 1, 2, 4, 8
 
@@ -167,14 +158,14 @@ class Loader:
         self.ind_pages = pages
 
 
-@pytest.fixture(params=WALK_RELEASES, scope="module")
-def walk_release(request):
-    return request.param
+@pytest.fixture(params=variants.params(), scope="module")
+def dwarf(request, kdwarf):
+    return variants.resolve(request.param, kdwarf)
 
 
 @pytest.fixture
-def kernel(walk_release, tmp_path):
-    return SynthKernel(KERNELS[walk_release], str(tmp_path), walk_release)
+def kernel(dwarf, tmp_path):
+    return SynthKernel.of(dwarf, tmp_path)
 
 
 def _bzimage_segments(ld: Loader, bz: bytes) -> None:
@@ -189,24 +180,20 @@ def _bzimage_segments(ld: Loader, bz: bytes) -> None:
     ld.segment(0x1000000, bz[kern16:])
 
 
-def _cached_bzimage():
-    got = sorted(p for v in KERNELS.values() if os.path.exists(
-        p := os.path.join(os.path.dirname(v), "bzImage")))
-    if not got:
-        pytest.skip("no bzImage in the vmtest cache (~/.cache/kho-inspect/"
-                    "kernels/*/bzImage): the real-payload test is skipped")
-    return got[-1]
-
-
-@pytestmark_walk
 def test_nothing_loaded(kernel):
     kernel.zero("kexec_image")
     assert loaded_kernel_release(kernel.prog) is None
 
 
-@pytestmark_walk
-def test_real_bzimage_through_indirection_pages(kernel):
-    path = _cached_bzimage()
+@pytest.mark.parametrize("build", variants.params(variants.BUILDS))
+def test_real_bzimage_through_indirection_pages(build, kdwarf, tmp_path):
+    """A vmtest build's own bzImage, loaded into a kimage of its own DWARF
+    (builds only: a real payload)."""
+    d = variants.resolve(build, kdwarf)
+    if d.bzimage is None:
+        pytest.skip(variants.needs_build(build.series) + " (no bzImage)")
+    kernel = SynthKernel.of(d, tmp_path)
+    path = d.bzimage
     bz = open(path, "rb").read()
     ld = Loader(kernel)
     _bzimage_segments(ld, bz)
@@ -216,7 +203,6 @@ def test_real_bzimage_through_indirection_pages(kernel):
     assert want and loaded_kernel_release(kernel.prog) == want
 
 
-@pytestmark_walk
 def test_synthetic_bzimage_and_cma(kernel):
     """A made-up bzImage: header at 0x1f1, payload at 0x100 of the
     protected-mode part; the kernel segment in CMA (data at its mem)."""
@@ -234,7 +220,6 @@ def test_synthetic_bzimage_and_cma(kernel):
         assert loaded_kernel_release(kernel.prog) == "9.8.7-synth", cma
 
 
-@pytestmark_walk
 def test_a_swapped_source_page_is_followed(kernel):
     """Destination order, not source order, decides the bytes: swapping
     two source entries swaps the pages the walker reads."""
@@ -256,7 +241,6 @@ def test_a_swapped_source_page_is_followed(kernel):
         loaded_kernel_release(kernel.prog)
 
 
-@pytestmark_walk
 @pytest.mark.parametrize("damage,msg", [
     ("loop", "loops"),
     ("source-first", "source page before any destination"),

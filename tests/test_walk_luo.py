@@ -1,24 +1,20 @@
-"""kho_inspect/walk/luo.py against real kernels' DWARF over hand-made
-memory: a LUO session with one memfd, laid out as each kernel's own types
-say (struct luo_session, luo_file, kho_block_set or the 6.19/7.1 arrays),
-at addresses chosen here; the walker's claims must be exactly those pages.
-Skipped when no kernel with LUO is built."""
+"""kho_inspect/walk/luo.py against kernel DWARF over hand-made memory: a
+LUO session with one memfd, laid out as each kernel's own types say
+(struct luo_session, luo_file, kho_block_set or the 6.19/7.1 arrays), at
+addresses chosen here; the walker's claims must be exactly those pages.
+Run on every kernel with LUO (6.19+) of tests/variants.py: the synthetic
+6.19, 7.1 and 7.3 variants always, the vmtest builds when cached."""
 
 import struct
 
 import drgn
 import pytest
 
-from walk_synth import PAGE, SynthKernel, built_kernels
+import variants
+from walk_synth import PAGE, SynthKernel
 
 from kho_inspect.check.owners import live_claims
 from kho_inspect.walk.luo import luo_sessions
-
-KERNELS = {r: v for r, v in built_kernels().items()
-           if tuple(map(int, r.split(".")[:2])) >= (6, 19)}
-if not KERNELS:
-    pytest.skip("no kernel with LUO in the vmtest cache",
-                allow_module_level=True)
 
 
 class Obj:
@@ -70,13 +66,15 @@ def _memfd(k, where):
                                                  0x31000000, 0x31004000}
 
 
-@pytest.fixture(params=sorted(KERNELS), scope="module")
-def release(request):
-    return request.param
+#: LUO arrived in 6.19 (kernel/liveupdate/luo_*.c)
+@pytest.fixture(params=variants.params(variants.since("6.19")),
+                scope="module")
+def luo_dwarf(request, kdwarf):
+    return variants.resolve(request.param, kdwarf)
 
 
-def test_walker_claims_the_session(release, tmp_path):
-    k = SynthKernel(KERNELS[release], str(tmp_path), release)
+def test_walker_claims_the_session(luo_dwarf, tmp_path):
+    k = SynthKernel.of(luo_dwarf, tmp_path)
     g = k.prog["luo_session_global"]
     chained = "block_set" in [m.name for m in g.outgoing.type_.members]
     base = 0x30000000
@@ -164,12 +162,10 @@ def test_walker_claims_the_session(release, tmp_path):
         ((0, 0) if chained else (4, 1))
 
 
-def test_no_luo_no_claims(tmp_path):
-    """A kernel without luo_session_global (6.18): nothing, silently."""
-    old = {r: v for r, v in built_kernels().items()
-           if tuple(map(int, r.split(".")[:2])) < (6, 19)}
-    if not old:
-        pytest.skip("no pre-LUO kernel built")
-    rel = sorted(old)[-1]
-    k = SynthKernel(old[rel], str(tmp_path), rel)
+@pytest.mark.parametrize("variant", variants.params(variants.before("6.19")))
+def test_no_luo_no_claims(variant, kdwarf, tmp_path):
+    """A kernel without luo_session_global (6.17, 6.18): nothing,
+    silently."""
+    d = variants.resolve(variant, kdwarf)
+    k = SynthKernel.of(d, tmp_path)
     assert luo_sessions(k.prog) == [] and live_claims(k.prog) == []

@@ -1,6 +1,8 @@
 """What kho_inspect/walk/luo.py probes, and the record sizes the decoder
-assumes (kho_inspect/abi/clients.py), against the DWARF of every kernel
-with LUO in the vmtest build cache (skipped when none is built).
+assumes (kho_inspect/abi/clients.py), against the DWARF of every vmtest
+build with LUO (6.19+; a skip naming the build when the cache lacks it).
+The synthetic LUO variants (tests/kdwarf/kernel.c) run the same checks as a
+self-check of that file.
 
 The sizes here are the kernel's, from its DWARF: an oracle independent of
 the sizes written in kho_inspect.abi."""
@@ -12,11 +14,10 @@ import drgn
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from walk_synth import built_kernels, types_program  # noqa: E402
+import variants  # noqa: E402
+from walk_synth import types_program  # noqa: E402
 
 from kho_inspect.abi import clients as abi  # noqa: E402
-
-KERNELS = built_kernels()
 
 
 def _size(prog, name):
@@ -34,16 +35,18 @@ def _member(prog, tname, member):
         return False
 
 
-@pytest.fixture(scope="module", params=sorted(KERNELS) or ["none"])
-def prog(request, tmp_path_factory):
-    if request.param == "none":
-        pytest.skip("no built kernel in the vmtest cache")
-    p = types_program(KERNELS[request.param],
-                      str(tmp_path_factory.mktemp("luo")))
+#: LUO arrived in 6.19: every build and synthetic variant from there on
+@pytest.fixture(scope="module", params=variants.params(
+    variants.since("6.19", variants.BUILDS + variants.SYNTH)))
+def prog(request, kdwarf, tmp_path_factory):
+    d = variants.resolve(request.param, kdwarf)
+    p = types_program(d.vmlinux, str(tmp_path_factory.mktemp("luo")))
     try:
         p["luo_session_global"]
     except KeyError:
-        pytest.skip(f"{request.param}: no LUO")
+        pytest.fail(f"{d.id} ({d.release}): no luo_session_global, but LUO "
+                    "is in every kernel since 6.19 (CONFIG_LIVEUPDATE is in "
+                    "vmtests/kho.config)")
     return p
 
 

@@ -1,8 +1,10 @@
-"""The walker against real kernels' DWARF over hand-made memory.
+"""The walker against kernel DWARF over hand-made memory.
 
-For every vmlinux in the vmtest build cache (skipped, loudly, when there is
-none): the tracker of that generation is built by hand from known blocks,
-walked with the walker, and cross-checked against the reference decoder.
+For every kernel of tests/variants.py - the synthetic variants compiled
+from tests/kdwarf/kernel.c (always), and the vmtest builds (a skip naming
+the build when the cache lacks it): the tracker of that generation is
+built by hand from known blocks, walked with the walker, and cross-checked
+against the reference decoder.
 """
 
 import struct
@@ -14,7 +16,8 @@ from conftest import run_dtc
 from abi_encode import encode_v1
 from helpers import kho_dts
 from releases import release as abi_release
-from walk_synth import PAGE_OFFSET, SynthKernel, built_kernels
+import variants
+from walk_synth import PAGE_OFFSET, SynthKernel
 
 from kho_inspect.abi.common import KHO_PAGE_MAGIC
 from kho_inspect.check import compare_views
@@ -26,26 +29,21 @@ from kho_inspect.walk.state import (incoming_state, kexec_image_kho,
 from kho_inspect.walk.tracker import outgoing_tracker, tracker_layout
 from kho_inspect.walk.views import status_view, tracker_view
 
-KERNELS = built_kernels()
-if not KERNELS:
-    pytest.skip("no built kernel in the vmtest cache (~/.cache/kho-inspect/"
-                "kernels/*/done): walker DWARF tests skipped",
-                allow_module_level=True)
-
 BLOCKS = [(0x20000000, 0), (0x20001000, 0), (0x20002000, 0),
           (0x20200000, 9), (0x20400000, 10), (0x40000000, 18),
           (0x21000000, 3)]
 
 
-@pytest.fixture(params=sorted(KERNELS), scope="module")
-def release(request):
-    return request.param
+@pytest.fixture(params=variants.params(), scope="module")
+def dwarf(request, kdwarf):
+    return variants.resolve(request.param, kdwarf)
 
 
 @pytest.fixture
-def kernel(release, tmp_path):
-    k = SynthKernel(KERNELS[release], str(tmp_path), release)
-    k.abi = abi_release(release)     # what the ABI text says (the oracle)
+def kernel(dwarf, tmp_path):
+    k = SynthKernel.of(dwarf, tmp_path)
+    k.abi = abi_release(dwarf.release)  # what the ABI text says (the oracle)
+    k.dwarf = dwarf
     return k
 
 
@@ -131,7 +129,8 @@ def test_check_reports_differences(kernel, dtc):
 
 def test_check_unfinalized_v1_is_refused(kernel, dtc):
     if _generation(kernel) != "kho-v1":
-        pytest.skip("no finalize step in this generation")
+        pytest.skip(f"{kernel.dwarf.release}: no finalize step in "
+                    f"{_generation(kernel)} (kho-v1 only)")
     kernel.preserve(BLOCKS)
     kernel.set_finalized(False)
     with pytest.raises(KhoError, match="not finalized"):
@@ -151,7 +150,7 @@ def test_unreadable_node_is_named(kernel):
 
 def test_null_radix_root(kernel):
     if not _radix(kernel):
-        pytest.skip("radix only")
+        pytest.skip(f"{kernel.dwarf.release}: kho-v1, no radix tree (7.1+)")
     with pytest.raises(KhoError, match="cannot read kho_out.radix_tree.root"):
         outgoing_tracker(kernel.prog)        # kho_out not in the dump
     kernel.zero("kho_out")
@@ -172,7 +171,7 @@ def test_radix_walk_refuses_shared_and_unaligned_nodes(kernel, dtc, entry,
     """The walker goes through the decoder's traversal: a hostile tree in
     the kernel's memory is refused by both, with the same words."""
     if not _radix(kernel):
-        pytest.skip("radix only")
+        pytest.skip(f"{kernel.dwarf.release}: kho-v1, no radix tree (7.1+)")
     # order-0 blocks: key 1<<52 | pfn, so root index key>>51 = 2
     kernel.preserve([(0x20000000, 0)])
     root = _map_phys(kernel)
@@ -249,7 +248,8 @@ def test_incoming_state(kernel):
 
 
 def test_marker_scan(kernel):
-    magic = inc.has_page_magic(kernel.prog)
+    magic = kernel.abi.page_magic          # the ABI text: 6.18+
+    assert inc.has_page_magic(kernel.prog) is magic
     kernel.memmap(0x20000, 0x20000 + 3 * inc.CHUNK_PAGES)
     if magic:
         kernel.page_private(0x20000, KHO_PAGE_MAGIC << 32 | 0)
@@ -280,7 +280,8 @@ def test_memblock_freed_after_boot_is_not_trusted(kernel):
 
 def test_xa_entries_matches_xa_for_each(kernel):
     if _radix(kernel):
-        pytest.skip("kho-v1 only")
+        pytest.skip(f"{kernel.dwarf.release}: radix tree, no xarray "
+                    "tracker (kho-v1 only)")
     from kho_inspect.walk.tracker import (walk_xarray_tracker,
                                           xa_for_each_values)
     # indices beyond 64 need a second xa_node level
