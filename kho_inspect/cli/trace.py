@@ -305,10 +305,12 @@ def run(args, out=sys.stdout, err=sys.stderr) -> int:
             # some kernels (7.3.4: every frame unresolved); kprobes keep it
             mechanism = "kprobe"
         sess = Session(plan, opts, mechanism)
-        _start(args, plan, sess, incoming, out, err)
         printer = _Printer(args, sess, checker, flagged, by_caller, out)
         if events_wanted:
+            # before the ready line: an event sent while no buffer is open
+            # is dropped by the kernel, and not counted as lost
             sess.open_events(printer.event)
+        _start(args, plan, sess, incoming, out, err)
         stop["tracing"] = True
         printer.t0 = time.monotonic_ns()    # the clock bpf_ktime_get_ns reads
         t0 = time.monotonic()
