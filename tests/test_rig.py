@@ -201,7 +201,8 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     monkeypatch.setattr(run_mod.postmortem, "boot", kdump_boot)
 
     def boot(kr):
-        """KernelRun.run without QEMU: both guest stages, then the judge."""
+        """KernelRun.run_main without QEMU: both guest stages, then the
+        judge."""
         kr.results.mkdir(parents=True)
         monkeypatch.setattr(stage, "RESULTS", kr.results)
         scen = ",".join(kr.scen)
@@ -212,8 +213,6 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
         stage.stage2({"stage": "2", "scen": scen})
         kr.qemu_rc, kr.timeout = 0, None
         kr.judge(vmcore, None)
-        if "S7" in kr.scen:
-            kr.run_kdump()
 
     build = types.SimpleNamespace(version="7.3.4", dir=tmp_path,
                                   vmlinux=tmp_path / "vmlinux",
@@ -225,7 +224,8 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
     monkeypatch.setattr(run_mod.kernels, "select", lambda spec: [
         types.SimpleNamespace(name="7.3")])
     monkeypatch.setattr(run_mod.kernels, "cached_build", lambda k: build)
-    monkeypatch.setattr(run_mod.KernelRun, "run", boot)
+    monkeypatch.setattr(run_mod.KernelRun, "run_main", boot)
+    monkeypatch.setattr(run_mod.KernelRun, "prepare", lambda kr: None)
     # the scenarios with a boot of their own beyond S7 (S11) need QEMU
     rc = run_mod.main(["--kernel", "7.3", "-k", ",".join(SCENARIOS)])
     (summary,) = (tmp_path / "cache" / "runs").glob("*/summary.json")
@@ -348,17 +348,23 @@ def test_run_help():
     assert r.returncode == 0 and "--kernel" in r.stdout, r.stderr
 
 
-@pytest.mark.parametrize("kernel,cold,want", [
-    ("6.19", ("skip", "crash kernel gets KHO state", "a crash kernel kept "
-              "out of KHO"), "skip"),
-    ("7.1", ("pass", "views == live", None), "pass"),
-    ("7.1", ("fail", "map differs", None), "fail"),
-    ("7.3", ("pass", "views == live", None), "pass"),
+@pytest.mark.parametrize("cold,kho,want", [
+    # 6.19: the cold boot's crash kernel gets KHO state (a skip naming it)
+    (("skip", "crash kernel gets KHO state", "a crash kernel kept out of "
+      "KHO"), ("pass", "incoming == live", None), "pass"),
+    (("pass", "views == live", None), ("pass", "incoming == live", None),
+     "pass"),
+    (("fail", "map differs", None), ("pass", "incoming == live", None),
+     "fail"),
+    (("pass", "views == live", None), ("fail", "incoming differs", None),
+     "fail"),
+    (("skip", "no KHO", "KHO"), ("skip", "no KHO", "KHO"), "skip"),
 ])
-def test_s7_boots_ci_leaves_out_are_no_verdict(rig, tmp_path, monkeypatch,
-                                               kernel, cold, want):
-    """Under CI, S7's KHO-booted boot runs on some kernels only; a boot
-    that did not run must not turn a skip (or nothing) into a pass."""
+def test_s7_is_judged_from_both_boots(rig, tmp_path, monkeypatch, cold, kho,
+                                      want):
+    """S7's two boots run as units of their own (both, under CI too); its
+    verdict is made of both: a failure fails it, a skip beside a pass is
+    named, never counted as checked."""
     run_mod = rig[0]
     monkeypatch.setenv("CI", "true")
     ran = []
@@ -368,21 +374,42 @@ def test_s7_boots_ci_leaves_out_are_no_verdict(rig, tmp_path, monkeypatch,
         return None, ""
 
     def judge(kdir, vmlinux, cli, broken, why):
-        if kdir.name == "kdump":
-            st, reason, lacks = cold
-            return st, reason, {"lacks": lacks} if lacks else {}
-        return "pass", "incoming == live", {}
+        st, reason, lacks = cold if kdir.name == "kdump" else kho
+        return st, reason, {"lacks": lacks} if lacks else {}
     monkeypatch.setattr(run_mod.postmortem, "boot", boot)
     monkeypatch.setattr(run_mod.postmortem, "judge", judge)
     kr = _kernel_run(run_mod, tmp_path, scen=("S7",))
-    kr.k.name = kernel
     kr.b.vmlinux = tmp_path / "vmlinux"
-    kr.run_kdump()
+    assert [n for n, _, _ in kr.units()] == ["S7 kdump", "S7 kdump-kho"]
+    for _, fn, _ in reversed(kr.units()):      # in either order
+        fn()
+    kr.finish()
+    assert sorted(ran) == ["kdump", "kdump-kho"]
     assert kr.out["S7"][0] == want, kr.out["S7"]
-    in_ci = kernel in run_mod.CI_ONLY_ON["kdump-kho"]
-    assert ran == (["kdump", "kdump-kho"] if in_ci else ["kdump"])
-    if not in_ci and want != "fail":
-        assert "not run under CI" in kr.out["S7"][1]
+    if want == "pass" and cold[0] == "skip":
+        assert kr.out["S7"][1] == (
+            "kdump: crash kernel gets KHO state (not checkable: kernel "
+            "lacks a crash kernel kept out of KHO) | kdump-kho: incoming "
+            "== live")
+
+
+def test_s7_with_no_boot_reported_fails(rig, tmp_path):
+    kr = _kernel_run(rig[0], tmp_path, scen=("S7",))
+    kr.finish()
+    assert kr.out["S7"] == ("fail", "no kdump boot reported")
+
+
+def test_a_dead_unit_fails_what_it_judges(rig, tmp_path):
+    kr = _kernel_run(rig[0], tmp_path, scen=("S1", "S5", "S7", "S11"))
+    kr.unit_died("main", "exit code 9")
+    kr.unit_died("S7 kdump-kho", "exit code 9")
+    kr.unit_died("S11", "MemoryError: ")
+    kr.finish()
+    assert kr.out == {
+        "S1": ("fail", "the run died: exit code 9"),
+        "S5": ("fail", "the run died: exit code 9"),
+        "S7": ("fail", "kdump-kho: the run died: exit code 9"),
+        "S11": ("fail", "the run died: MemoryError: ")}
 
 
 def test_scenario_ids_select_exactly(rig):
@@ -396,10 +423,10 @@ def test_scenario_ids_select_exactly(rig):
 
 
 @pytest.mark.parametrize("kernel", ["6.17", "7.3"])
-def test_s11_under_ci_runs_on_its_kernels_only(rig, tmp_path, monkeypatch,
+def test_s11_runs_on_every_kernel_under_ci_too(rig, tmp_path, monkeypatch,
                                                kernel):
-    """S11's large guest runs under CI on CI_ONLY_ON's kernels; elsewhere
-    it is "not run", never a pass; outside CI it always runs."""
+    """The CI set runs every scenario that applies to its kernels: S11
+    included, CI or not."""
     run_mod = rig[0]
     ran = []
 
@@ -410,10 +437,7 @@ def test_s11_under_ci_runs_on_its_kernels_only(rig, tmp_path, monkeypatch,
     kr = _kernel_run(run_mod, tmp_path, scen=("S11",))
     kr.k.name = kernel
     monkeypatch.setenv("CI", "true")
-    kr.run_large()
-    in_ci = kernel in run_mod.CI_ONLY_ON["S11"]
-    assert kr.out["S11"][0] == ("pass" if in_ci else "not run")
-    monkeypatch.delenv("CI")
+    assert [n for n, _, _ in kr.units()] == ["S11"]
     kr.run_large()
     assert kr.out["S11"][0] == "pass"
-    assert ran == ["large"] * (2 if in_ci else 1)
+    assert ran == ["large"]
