@@ -1,8 +1,10 @@
 """S6, in the guest: the bcc tracer against the kho_workload module.
 
-``stage1(results) -> dict`` (cold boot, before finalize) attaches
-``kho-inspect trace --json --check``, loads the module, preserves folios of
-orders 0-10, a 2048-page run 8 MiB-aligned (one order-11 block), a vmalloc
+``stage1(results) -> dict`` (cold boot, before finalize) loads the module,
+attaches ``kho-inspect trace --json --check`` and, the moment its start
+record arrives, has the module preserve its first folio (one write(2) on a
+file opened before: the ready line must mean ready), then preserves folios
+of orders 1-10, a 2048-page run 8 MiB-aligned (one order-11 block), a vmalloc
 area where the kernel has the API, unpreserves two folios where it has
 that, and stops the tracer. Must hold, as sets of (phys, order):
 
@@ -31,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -155,14 +158,34 @@ def tracker_blocks() -> set:
 
 
 class Tracer:
-    def __init__(self, results: Path, name: str, *args: str):
+    """``kho-inspect trace --json -s VMLINUX ARGS`` running; its JSON lines
+    copied to ``NAME.jsonl`` as they come. *on_start*, if given, is called
+    the moment the ``start`` record arrives, before anything else (the
+    ready line must mean ready: a call issued then must be traced)."""
+
+    def __init__(self, results: Path, name: str, *args: str,
+                 on_start=None):
         self.out = results / f"{name}.jsonl"
         self.err = results / f"{name}.stderr"
+        self.started = threading.Event()
+        self.on_start, self.on_start_result = on_start, None
         self.p = subprocess.Popen(
             [sys.executable, "-m", "kho_inspect", "trace", "--json",
              "-s", VMLINUX, *args],
-            stdout=open(self.out, "w"), stderr=open(self.err, "w"))
+            stdout=subprocess.PIPE, stderr=open(self.err, "w"))
         self.t0 = time.monotonic()
+        self.pump = threading.Thread(target=self._copy, daemon=True)
+        self.pump.start()
+
+    def _copy(self) -> None:
+        with open(self.out, "wb") as f:
+            for line in self.p.stdout:
+                if not self.started.is_set() and _is_start(line):
+                    if self.on_start:
+                        self.on_start_result = self.on_start()
+                    self.started.set()
+                f.write(line)
+                f.flush()
 
     def lines(self) -> list[dict]:
         out = []
@@ -176,23 +199,50 @@ class Tracer:
     def wait_started(self) -> str | None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if any(d.get("type") == "start" for d in self.lines()):
+            if self.started.wait(0.5):
                 self.start_seconds = round(time.monotonic() - self.t0, 1)
                 return None
             if self.p.poll() is not None:
+                self.pump.join(10)
+                if self.started.is_set():
+                    continue
                 return (f"tracer exited rc={self.p.returncode} before "
                         "attaching: " + self.err.read_text().strip()[-300:])
-            time.sleep(0.5)
         self.p.kill()
         return f"tracer not attached after {START_TIMEOUT}s"
 
     def stop(self) -> int | None:
         self.p.send_signal(signal.SIGINT)
         try:
-            return self.p.wait(STOP_TIMEOUT)
+            rc = self.p.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.p.kill()
-            return None
+            rc = None
+        self.pump.join(30)          # every line copied
+        return rc
+
+
+def _is_start(line: bytes) -> bool:
+    try:
+        return json.loads(line).get("type") == "start"
+    except (ValueError, AttributeError):
+        return False
+
+
+def ctl_writer(cmd: str):
+    """A function that writes *cmd* to the module's ctl file, opened now,
+    and returns 0 or the errno: the call it makes is one write(2)."""
+    fd = os.open(CTL, os.O_WRONLY)
+
+    def write() -> int:
+        try:
+            os.write(fd, cmd.encode())
+            return 0
+        except OSError as e:
+            return e.errno
+        finally:
+            os.close(fd)
+    return write
 
 
 def leftovers() -> list[str]:
@@ -224,19 +274,22 @@ def stage1(results: Path) -> dict:
     info: dict = {}
     fails: list[str] = []
     lacks: list[str] = []
+    # the module first (at load on a cold boot it preserves nothing): its
+    # first command goes out the moment the tracer says it is ready
+    why = insmod(results)
+    if why:
+        return {"status": "fail", "reason": why}
     before = tracker_blocks()
-    tr = Tracer(results, "s6-trace1", "--check")
+    cmds = [f"folio {o} 1" for o in range(MAX_PAGE_ORDER + 1)]
+    cmds += ["pages 2048 2048", "pages 24 8", "vmalloc 16"]
+    tr = Tracer(results, "s6-trace1", "--check",
+                on_start=ctl_writer(cmds[0]))
     why = tr.wait_started()
     if why:
         return {"status": "fail", "reason": why}
     info["tracer_start_s"] = tr.start_seconds
-    why = insmod(results)
-    if why:
-        tr.stop()
-        return {"status": "fail", "reason": why}
-    cmds = [f"folio {o} 1" for o in range(MAX_PAGE_ORDER + 1)]
-    cmds += ["pages 2048 2048", "pages 24 8", "vmalloc 16"]
-    rcs = {c: ctl(c) for c in cmds}
+    rcs = {cmds[0]: tr.on_start_result}
+    rcs.update({c: ctl(c) for c in cmds[1:]})
     if rcs["vmalloc 16"] == errno.EOPNOTSUPP:
         lacks.append("kho_preserve_vmalloc (6.18+)")
     head, items = module_items()
