@@ -66,17 +66,28 @@ def insmod(results: Path, *params: str) -> str | None:
 
 def ctl(cmd: str) -> int:
     """Write one command; 0 or the errno the module returned."""
+    return ctl_writer(cmd)()
+
+
+def ctl_writer(cmd: str):
+    """A function that writes *cmd* to the module's ctl file, opened now,
+    and returns 0 or the errno (of the open, or the module's): the call it
+    makes is one write(2)."""
     try:
         fd = os.open(CTL, os.O_WRONLY)
     except OSError as e:
-        return e.errno
-    try:
-        os.write(fd, cmd.encode())
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
+        err = e.errno
+        return lambda: err
+
+    def write() -> int:
+        try:
+            os.write(fd, cmd.encode())
+            return 0
+        except OSError as e:
+            return e.errno
+        finally:
+            os.close(fd)
+    return write
 
 
 def module_items() -> tuple[dict, list[dict]]:
@@ -227,22 +238,6 @@ def _is_start(line: bytes) -> bool:
         return json.loads(line).get("type") == "start"
     except (ValueError, AttributeError):
         return False
-
-
-def ctl_writer(cmd: str):
-    """A function that writes *cmd* to the module's ctl file, opened now,
-    and returns 0 or the errno: the call it makes is one write(2)."""
-    fd = os.open(CTL, os.O_WRONLY)
-
-    def write() -> int:
-        try:
-            os.write(fd, cmd.encode())
-            return 0
-        except OSError as e:
-            return e.errno
-        finally:
-            os.close(fd)
-    return write
 
 
 def leftovers() -> list[str]:
