@@ -83,6 +83,14 @@ WORKLOAD_ENTRY = struct.Struct("<IIQQiIQ16sI4x")
 WORKLOAD_KINDS = {1: "blob", 2: "folio", 3: "pages", 4: "phys", 5: "vmalloc",
                   6: "scatter", 7: "numa"}
 WORKLOAD_STATES = {1: "preserved", 2: "unpreserved"}
+#: KW_MAX_PAGES: the most pages one item spans (a scatter item: nr_pages *
+#: stride). The module's reader refuses a table with a larger item
+#: (kw_read_table: -EINVAL), so no real table holds one; it also bounds the
+#: claims a scatter item makes (one per block).
+WORKLOAD_MAX_PAGES = 1 << 20
+#: Kinds whose ``order`` is the one block's order (kho_preserve_folio);
+#: the others write -1.
+WORKLOAD_ORDERED = ("blob", "folio")
 
 #: Sub-node name -> the compatible its FDT blob must carry; the client's own
 #: reader in the next kernel refuses any other (fdt_node_check_compatible).

@@ -53,15 +53,13 @@ def _subnode_claims(sub) -> list[Claim]:
         out.append(Claim(r["start"], r["size"], sub.name,
                          f"reserve_mem {r['name']}"))
     for it in c.get("items", []):
-        if it["state"] != "preserved":
-            continue
+        if it["state"] != "preserved" or it.get("error"):
+            continue                # an item that did not decode: a finding
         what = f"item {it['id']} {it['kind']}"
         if it["kind"] in ("folio", "blob"):
             out.append(Claim(it["phys"], PAGE_SIZE << it["order"], sub.name,
                              what, it["order"]))
         elif it["kind"] == "vmalloc":
-            if "vmalloc" not in it:         # its descriptor did not decode
-                continue
             vorder = it["vmalloc"]["order"]
             out += [Claim(b, PAGE_SIZE << vorder, sub.name, what)
                     for b in it.get("blocks", [])]

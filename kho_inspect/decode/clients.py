@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import fdt as fdtmod
 from ..abi import clients as abi
-from ..abi.common import PAGE_SIZE, u64le
+from ..abi.common import MAX_REPRESENTABLE_ORDER, PAGE_SIZE, u64le
 from ..errors import KhoError
 from .model import MapPage
 from .vmalloc import decode_vmalloc, read_vmalloc
@@ -92,6 +92,13 @@ def test_kho(tree: fdtmod.Fdt, mem, where: str):
     entries = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, nr * 8, 8)]
     out["folios"] = [{"phys": e & ~abi.TEST_KHO_ORDER_MASK,
                       "order": e & abi.TEST_KHO_ORDER_MASK} for e in entries]
+    for i, f in enumerate(out["folios"]):
+        # 12 order bits reach 4095; a folio is a block of 4 KiB << order
+        if f["order"] > MAX_REPRESENTABLE_ORDER:
+            raise KhoError(f"{where}: folio #{i} at phys 0x{f['phys']:x}: "
+                           f"order {f['order']} is not "
+                           f"0..{MAX_REPRESENTABLE_ORDER}: no block of 4 KiB "
+                           "pages that large fits in 64 bits")
     return out, pages
 
 
@@ -366,6 +373,27 @@ def session_array(mem, phys: int, where: str) -> list[bytes]:
     return [raw[i * ss:(i + 1) * ss] for i in range(count)]
 
 
+def _workload_item_fields(item: dict, where: str) -> None:
+    """The bounds the module's reader puts on an item (kw_read_table), and
+    an order that is a block's: else a one-line KhoError naming the field.
+    A scatter item without a stride (tables from before the field) counts
+    as stride 1."""
+    kind, nr = item["kind"], item["nr_pages"]
+    span = nr * (item.get("stride") or 1)
+    if not 1 <= nr or span > abi.WORKLOAD_MAX_PAGES:
+        raise KhoError(f"{where}: {kind} nr_pages {nr}"
+                       + (f" x stride {item['stride']}" if "stride" in item
+                          else "")
+                       + f" is not 1..{abi.WORKLOAD_MAX_PAGES} pages "
+                       "(KW_MAX_PAGES): the module's reader refuses the "
+                       "table")
+    if kind in abi.WORKLOAD_ORDERED and \
+            not 0 <= item["order"] <= MAX_REPRESENTABLE_ORDER:
+        raise KhoError(f"{where}: {kind} order {item['order']} is not "
+                       f"0..{MAX_REPRESENTABLE_ORDER}: no block of 4 KiB "
+                       "pages that large fits in 64 bits")
+
+
 def workload_table(raw: bytes, mem, where: str):
     """The vmtests' ``kho_workload`` module's item table (its contract:
     vmtests/kmod/README.md): every item with kind, state, phys, order or
@@ -379,32 +407,31 @@ def workload_table(raw: bytes, mem, where: str):
     if magic != abi.WORKLOAD_MAGIC:
         raise KhoError(f"{where}: item table magic {magic!r}, not "
                        f"{abi.WORKLOAD_MAGIC!r}")
-    e = abi.WORKLOAD_ENTRY
-    if len(raw) < h.size + nr * e.size:
-        raise KhoError(f"{where}: {nr} items need {h.size + nr * e.size} "
+    ent = abi.WORKLOAD_ENTRY
+    if len(raw) < h.size + nr * ent.size:
+        raise KhoError(f"{where}: {nr} items need {h.size + nr * ent.size} "
                        f"bytes, the table has {len(raw)}")
     items, pages = [], []
     for i in range(nr):
         (iid, kind, phys, nr_pages, order, state, csum,
-         desc, stride) = e.unpack_from(raw, h.size + i * e.size)
+         desc, stride) = ent.unpack_from(raw, h.size + i * ent.size)
         item = {"id": iid, "kind": abi.WORKLOAD_KINDS.get(kind, str(kind)),
                 "state": abi.WORKLOAD_STATES.get(state, str(state)),
                 "phys": phys, "nr_pages": nr_pages, "order": order,
                 "csum": csum}
         if item["kind"] == "scatter":
             item["stride"] = stride
-        if item["kind"] == "vmalloc" and item["state"] == "preserved":
-            try:
+        # one item's bad field or chunk list (freed once the module
+        # restored it, in the next kernel) must not hide the others
+        try:
+            _workload_item_fields(item, f"{where} item {iid}")
+            if item["kind"] == "vmalloc" and item["state"] == "preserved":
                 vinfo, blocks, vpages = decode_vmalloc(
                     mem, desc, f"{where} item {iid}")
-            except KhoError as e:
-                # one item's chunk list (freed once the module restored
-                # it, in the next kernel) must not hide the others
-                item["error"] = str(e)
-                items.append(item)
-                continue
-            item.update(vmalloc=vinfo, blocks=blocks)
-            pages += vpages
+                item.update(vmalloc=vinfo, blocks=blocks)
+                pages += vpages
+        except KhoError as err:
+            item["error"] = str(err)
         items.append(item)
     return {"version": version, "items": items}, pages
 

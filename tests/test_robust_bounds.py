@@ -1,0 +1,113 @@
+"""Bad input still unanswered (issue #16 section 6): each class a fuzz of
+the CLI found ends in one line (exit 2) or in a finding or not-checked
+note, within bounded time and memory.
+
+The inputs are laid out here by hand from the layouts' own text
+(vmtests/kmod/kho_workload.c's table, lib/test_kho.c's folios_info, the x86
+boot protocol, the hashes note of kho_inspect/image.py's docstring)."""
+
+import struct
+import time
+
+import pytest
+
+from helpers import u64le
+from test_check import findings, image, _workload_table
+from test_robust import _v3_with_test_kho, one_line_error, run
+
+#: Seconds any of these inputs may take (they took minutes or forever).
+QUICK = 10
+
+
+def timed(fn, *a, **kw):
+    t = time.monotonic()
+    out = fn(*a, **kw)
+    assert time.monotonic() - t < QUICK, "took too long"
+    return out
+
+
+# -- kho_workload's item table (decode/clients.py, check/owners.py) -----------
+
+TABLE = 0x500000
+GOOD_FOLIO = (7, 2, 0x600000, 1, 0, 1, bytes(16))     # id 7: folio, order 0
+
+
+def _workload_check(tmp_path, dtc, capsys, bad):
+    """``check`` over a table of item *bad* (id 3) then a sound folio:
+    the bad item's error is one subnode finding naming it, the folio is
+    still attributed."""
+    table = _workload_table([bad, GOOD_FOLIO])
+    sub = (f" kho_workload {{ PROP = {u64le(TABLE)}; "
+           f"blob-size = {u64le(len(table))}; }};\n")
+    p = image(tmp_path, dtc, {(TABLE, 0), (0x600000, 0)}, subnodes=sub,
+              extra_segs=[(TABLE, table.ljust(4096, b"\0"))])
+    rc, doc, ids = timed(findings, capsys, "--core", p)
+    assert rc == 1
+    errs = [f["message"] for f in doc["findings"] if f["id"] == "subnode"]
+    assert len(errs) == 1 and "item 3" in errs[0], errs
+    assert "\n" not in errs[0] and len(errs[0]) < 300, errs[0]
+    assert ("unclaimed", 0x600000) not in ids     # item 7 still owned
+    # the text report and the fdt summary take the same table
+    rc, out, err = timed(run, capsys, "check", "--core", p)
+    assert rc == 1 and "Traceback" not in err, err
+    rc, out, err = timed(run, capsys, "fdt", "--core", p)
+    assert rc == 0, err
+    return errs[0]
+
+
+def test_workload_undecodable_vmalloc_then_another_item(tmp_path, dtc,
+                                                        capsys):
+    # An unaligned kho_vmalloc descriptor, then a folio: the next item was
+    # read with a name the except clause had unbound (UnboundLocalError).
+    bad_desc = (0x9000001).to_bytes(8, "little") + bytes(8)
+    msg = _workload_check(tmp_path, dtc, capsys,
+                          (3, 5, 0x900000, 1, -1, 1, bad_desc))
+    assert "vmalloc" in msg or "0x9000001" in msg, msg
+
+
+@pytest.mark.parametrize("order", [-1, -2**31, 52, 4095, 2**31 - 1])
+@pytest.mark.parametrize("kind", [1, 2])                # blob, folio
+def test_workload_order_out_of_range(tmp_path, dtc, capsys, kind, order):
+    # A negative shift, an OverflowError in human_size, seconds of
+    # big-integer work: now the item's error, naming the field and value.
+    msg = _workload_check(tmp_path, dtc, capsys,
+                          (3, kind, 0x700000, 1, order, 1, bytes(16)))
+    assert f"order {order}" in msg, msg
+
+
+@pytest.mark.parametrize("nr_pages, stride", [
+    (2**64 - 1, 2), (2**64 - 1, 1), ((1 << 20) + 1, 1), (1 << 19, 4),
+    (0, 1)])
+def test_workload_scatter_page_count(tmp_path, dtc, capsys, nr_pages,
+                                     stride):
+    # range(nr_pages) over a 64-bit count never ended; the module's own
+    # reader refuses more than KW_MAX_PAGES pages (nr_pages * stride).
+    msg = _workload_check(tmp_path, dtc, capsys,
+                          (3, 6, 0x700000, nr_pages, 0, 1, bytes(16),
+                           stride))
+    assert f"nr_pages {nr_pages}" in msg, msg
+
+
+@pytest.mark.parametrize("kind", [3, 4, 7])             # pages, phys, numa
+def test_workload_page_run_of_64_bit_count(tmp_path, dtc, capsys, kind):
+    msg = _workload_check(tmp_path, dtc, capsys,
+                          (3, kind, 0x700000, 2**64 - 1, -1, 1, bytes(16)))
+    assert f"nr_pages {2**64 - 1}" in msg, msg
+
+
+# -- test_kho's folios (decode/clients.py) ------------------------------------
+
+@pytest.mark.parametrize("order", [0xFFF, 52])
+def test_test_kho_folio_order_bits_all_set(tmp_path, dtc, capsys, order):
+    # folios_info entries are phys | order in the low 12 bits: 4095 made
+    # 4 KiB << 4095 claims (OverflowError in human_size).
+    # three inline entries (16 bytes would be a kho_vmalloc descriptor)
+    info = struct.pack("<3Q", 0x2000000, 0x1000000 | order, 0x3000000)
+    path = _v3_with_test_kho(tmp_path, dtc, 3, info)
+    rc, doc, ids = timed(findings, capsys, "--core", path)
+    errs = [f["message"] for f in doc["findings"] if f["id"] == "subnode"]
+    assert len(errs) == 1, errs
+    assert "folio #1" in errs[0] and f"order {order}" in errs[0], errs
+    assert "0x1000000" in errs[0], errs
+    rc, out, err = timed(run, capsys, "check", "--core", path)
+    assert rc == 1 and "Traceback" not in err, err
