@@ -75,9 +75,17 @@ READERS = {r.series: r for r in (
 )}
 
 
+#: __NEW_UTS_LEN: ``struct new_utsname``'s release is ``char[65]``, so a
+#: kernel's ``uname -r`` (and its linux_banner's release) has at most 64
+#: characters; a longer string is no kernel's.
+UTS_RELEASE_MAX = 64
+
+
 def series(release: str) -> str | None:
     """``"7.3.4"`` or ``"6.18.15-amd64"`` -> ``"7.3"``; None if *release*
-    does not start with a version."""
+    does not start with a version, or is longer than any kernel's."""
+    if len(release) > UTS_RELEASE_MAX:
+        return None
     m = re.match(r"(\d+)\.(\d+)", release.strip())
     return f"{int(m.group(1))}.{int(m.group(2))}" if m else None
 

@@ -16,12 +16,27 @@ from ..abi import releases
 from ..abi.common import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE, split_pages
 from ..errors import KhoError
 from ..ranges import Run, human_size
+from ..walk import kexec as _kexec
 from ..walk.kexec import BANNER as _BANNER, HDRS_AT as _HDRS_AT
 from .findings import Finding
 
 #: bzImage setup header: a u16 at 0x20e is the offset (from 0x200) of the
 #: version string (Documentation/arch/x86/boot.rst).
 _VERSION_PTR_AT = 0x20E
+#: Bytes of a vmlinux searched at once for its banner.
+_SCAN_STEP = 1 << 24
+
+
+def check_release(release: str, where: str) -> str:
+    """*release* if it can be a kernel's ``uname -r``
+    (:data:`~kho_inspect.abi.releases.UTS_RELEASE_MAX` characters at most),
+    else a one-line KhoError naming *where* it came from, the string cut
+    short."""
+    if len(release) > releases.UTS_RELEASE_MAX:
+        raise KhoError(f"{where}: a release of {len(release)} characters "
+                       f"({release[:24]!r}...) is no kernel's: uname -r "
+                       f"holds at most {releases.UTS_RELEASE_MAX}")
+    return release
 
 
 def release_of_image(path: str) -> str:
@@ -38,25 +53,44 @@ def release_of_image(path: str) -> str:
                 ptr = int.from_bytes(head[_VERSION_PTR_AT:_VERSION_PTR_AT + 2],
                                      "little") + 0x200
                 ver = head[ptr:ptr + 256].split(b"\0", 1)[0]
+                if ver and not ver.split():
+                    raise KhoError(f"{path}: the bzImage's setup-header "
+                                   f"version string (at 0x{ptr:x}) is blank")
                 if ver:
-                    return ver.split()[0].decode(errors="replace")
+                    return check_release(
+                        ver.split()[0].decode(errors="replace"),
+                        f"{path}: setup-header version")
             if head[:4] == b"\x7fELF":
-                f.seek(0)
-                tail = b""
-                while chunk := f.read(1 << 24):
-                    m = _BANNER.search(tail + chunk)
-                    if m:
-                        return m.group(1).decode(errors="replace")
-                    tail = chunk[-256:]
+                return check_release(_banner_release(f, path),
+                                     f"{path}: linux_banner")
     except OSError as e:
         raise KhoError(f"{path}: {e.strerror}") from None
     raise KhoError(f"{path}: neither a bzImage with a version string nor a "
                    "vmlinux with a 'Linux version' banner")
 
 
+def _banner_release(f, path: str) -> str:
+    """The release in the first :data:`~kho_inspect.walk.kexec.
+    KERNEL_IMAGE_SIZE` bytes of the vmlinux open as *f* (its loadable part,
+    ``linux_banner`` among it, comes before the debug sections)."""
+    limit = _kexec.KERNEL_IMAGE_SIZE
+    f.seek(0)
+    tail, done = b"", 0
+    while done < limit and (chunk := f.read(min(_SCAN_STEP, limit - done))):
+        m = _BANNER.search(tail + chunk)
+        if m:
+            return m.group(1).decode(errors="replace")
+        tail, done = chunk[-256:], done + len(chunk)
+    raise KhoError(f"{path}: an ELF file with no 'Linux version' banner in "
+                   f"its first {human_size(limit)} (a kernel image is no "
+                   "larger: KERNEL_IMAGE_SIZE)" if done >= limit else
+                   f"{path}: an ELF file with no 'Linux version' banner")
+
+
 def reader_for(release: str) -> releases.Reader:
     """The receiving kernel's row, or a one-line error naming the series
     kho_inspect knows."""
+    check_release(release, "--next")
     r = releases.reader(release)
     if r is None:
         raise KhoError(f"--next {release}: kho_inspect knows what "

@@ -119,9 +119,12 @@ def _next_kernel(prog, args, extra: list) -> tuple[str | None, str | None]:
     if prog is None:                            # no kernel to ask
         return None, None
     from ..abi import releases
+    from ..check.next_kernel import check_release
     from ..walk.kexec import loaded_kernel_release
     try:
         rel = loaded_kernel_release(prog)
+        if rel is not None:
+            check_release(rel, "its linux_banner")
     except KhoError as e:
         extra.append(Finding("not-checked", f"next kernel: the loaded kexec "
                              f"image: {e}"))

@@ -49,6 +49,12 @@ MAX_INDIRECTION_PAGES = 8192
 #: part's start) and length (protocol 2.08+).
 HDRS_AT = 0x202
 PAYLOAD_AT = 0x248
+#: x86-64 KERNEL_IMAGE_SIZE (arch/x86/include/asm/page_64_types.h): 1 GiB
+#: with KASLR, 512 MiB without. The kernel's text, data and bss fit in it,
+#: so does the vmlinux a bzImage carries, and linux_banner lies within
+#: that many bytes of a vmlinux file (its debug sections come after): the
+#: most output a payload is decompressed to, the most of a file scanned.
+KERNEL_IMAGE_SIZE = 1 << 30
 #: ``linux_banner`` in an uncompressed kernel (init/version-timestamp.c).
 BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\0]*)")
 
