@@ -12,6 +12,7 @@ import time
 import pytest
 
 from helpers import u64le
+from kho_inspect.errors import KhoError
 from test_check import findings, image, _workload_table
 from test_robust import _v3_with_test_kho, one_line_error, run
 
@@ -175,3 +176,69 @@ def test_next_vmlinux_scan_is_bounded(tmp_path, capsys, monkeypatch):
     one_line_error(*timed(run, capsys, "check", "--sample", "6.18",
                           "--next-vmlinux", str(p)),
                    "no 'Linux version' banner in its first 64 MiB")
+
+
+# -- the loaded kexec image's payload (walk/kexec.py) --------------------------
+
+def _bomb(name: str, mib: int) -> bytes:
+    """*mib* MiB of zeros and no banner, compressed the kernel's ways."""
+    import bz2
+    import lzma
+    import zlib
+    c = {"gzip": lambda: zlib.compressobj(9, zlib.DEFLATED, 31),
+         "bzip2": lambda: bz2.BZ2Compressor(9),
+         "xz": lambda: lzma.LZMACompressor(lzma.FORMAT_XZ, preset=0,
+                                           check=lzma.CHECK_CRC32),
+         "lzma": lambda: lzma.LZMACompressor(lzma.FORMAT_ALONE,
+                                             preset=0)}[name]()
+    zeros = bytes(16 << 20)
+    return b"".join(c.compress(zeros) for _ in range(mib // 16)) + c.flush()
+
+
+@pytest.mark.parametrize("name", ["gzip", "bzip2", "xz", "lzma"])
+def test_payload_bomb_has_an_output_budget(monkeypatch, name):
+    # 256 MiB of zeros: one step of input expanded to all of it (bzip2:
+    # 208 bytes), a real bomb to GiBs. The output is now read 4 MiB at a
+    # time, up to KERNEL_IMAGE_SIZE (1 GiB; 32 MiB here, to keep it quick).
+    import tracemalloc
+    from kho_inspect.walk import kexec
+    blob = _bomb(name, 256)
+    monkeypatch.setattr(kexec, "KERNEL_IMAGE_SIZE", 32 << 20, raising=False)
+    tracemalloc.start()
+    try:
+        with pytest.raises(KhoError, match=r"no 'Linux version' banner in "
+                           r"its first 32 MiB of output"):
+            timed(kexec.payload_release, lambda o, n: blob[o:o + n],
+                  len(blob))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"peak {peak >> 20} MiB"
+
+
+def test_payload_lzma_dictionary_of_4_gib():
+    # "5d 00 00 ff ff": the lzma header's dictionary size is 0xffff0000
+    from kho_inspect.walk.kexec import payload_release
+    blob = b"\x5d\x00\x00\xff\xff" + b"\xff" * 8 + bytes(4096)
+    with pytest.raises(KhoError, match=r"^the kernel payload \(lzma\) header "
+                       r"asks for a 4 GiB dictionary; the kernel's builds use "
+                       r"at most 64 MiB$"):
+        payload_release(lambda o, n: blob[o:o + n], len(blob))
+
+
+def test_payload_out_of_memory_is_a_khoerror(monkeypatch):
+    # check turns the KhoError into a not-checked note (test_walk_kexec)
+    import zlib
+    from kho_inspect.walk import kexec
+
+    class Starved:
+        eof = False
+        unconsumed_tail = b""
+
+        def decompress(self, data, max_length=0):
+            raise MemoryError
+    monkeypatch.setattr(kexec, "_CODECS", [(b"\x1f\x8b", "gzip", Starved)]
+                        + kexec._CODECS[1:])
+    blob = b"\x1f\x8b" + zlib.compress(b"x")
+    with pytest.raises(KhoError, match=r"\(gzip\): out of memory"):
+        kexec.payload_release(lambda o, n: blob[o:o + n], len(blob))

@@ -35,6 +35,7 @@ from typing import Callable
 import drgn
 
 from ..errors import KhoError
+from ..ranges import human_size
 from ._read import direct_map_base, read, reading
 
 #: kimage_entry_t flags (include/linux/kexec.h).
@@ -58,12 +59,23 @@ KERNEL_IMAGE_SIZE = 1 << 30
 #: ``linux_banner`` in an uncompressed kernel (init/version-timestamp.c).
 BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\0]*)")
 
+#: The largest LZMA dictionary a kernel payload is decompressed with: the
+#: kernel's builds use 64 MiB at most (scripts/Makefile.lib: ``lzma -9``;
+#: scripts/xz_wrap.sh: ``dict=32MiB``). A header asking for more (up to
+#: 4 GiB) is refused rather than allocated; it is also liblzma's memlimit.
+LZMA_DICT_MAX = 64 << 20
+#: Decompressed bytes one step may produce (memory stays bounded whatever
+#: a step of input expands to).
+_OUT_STEP = 4 << 20
+
 #: (magic, name, decompressor factory or None: not in the standard library)
 #: as scripts/Makefile.lib writes them.
 _CODECS: list[tuple[bytes, str, Callable | None]] = [
     (b"\x1f\x8b", "gzip", lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)),
-    (b"\xfd7zXZ\0", "xz", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)),
-    (b"\x5d\0\0", "lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)),
+    (b"\xfd7zXZ\0", "xz", lambda: lzma.LZMADecompressor(
+        lzma.FORMAT_XZ, memlimit=2 * LZMA_DICT_MAX)),
+    (b"\x5d\0\0", "lzma", lambda: lzma.LZMADecompressor(
+        lzma.FORMAT_ALONE, memlimit=2 * LZMA_DICT_MAX)),
     (b"BZh", "bzip2", bz2.BZ2Decompressor),
     (b"\x28\xb5\x2f\xfd", "zstd", None),
     (b"\x02\x21\x4c\x18", "lz4", None),
@@ -81,40 +93,79 @@ def _zstd():
         return None
 
 
+def _inflate(dec, data: Callable[[int, int], bytes], length: int):
+    """The output of decompressor *dec* over the *length* bytes of
+    *data*, in pieces of at most :data:`_OUT_STEP` bytes, until the stream
+    ends."""
+    off = 0
+    while off < length and not getattr(dec, "eof", False):
+        chunk = data(off, min(_STEP, length - off))
+        off += _STEP
+        while True:
+            out = dec.decompress(chunk, _OUT_STEP)
+            if out:
+                yield out
+            if hasattr(dec, "unconsumed_tail"):         # zlib
+                chunk = dec.unconsumed_tail
+                if not chunk and len(out) < _OUT_STEP:
+                    break
+            else:                                       # bz2, lzma, zstd
+                chunk = b""
+                if dec.eof or dec.needs_input:
+                    break
+            if getattr(dec, "eof", False):
+                break
+
+
 def payload_release(data: Callable[[int, int], bytes], length: int) -> str:
     """The release in a compressed kernel payload: *data(offset, size)*
     returns its bytes, *length* is ``payload_length``. Decompressed step by
-    step until ``linux_banner`` shows.
+    step until ``linux_banner`` shows, at most :data:`KERNEL_IMAGE_SIZE`
+    bytes of output, :data:`_OUT_STEP` at a time.
 
     :raises KhoError: an unknown compression, one the standard library
-        lacks, a corrupt stream, or no banner.
+        lacks, a corrupt stream, an LZMA dictionary above
+        :data:`LZMA_DICT_MAX`, no banner within the budget, or no memory.
     """
-    magic = data(0, min(6, length))
+    magic = data(0, min(13, length))
     for m, name, make in _CODECS:
         if magic.startswith(m):
             break
     else:
-        raise KhoError(f"the kernel payload starts with {magic.hex()}: not "
-                       "a compression the kernel's build writes")
+        raise KhoError(f"the kernel payload starts with {magic[:6].hex()}: "
+                       "not a compression the kernel's build writes")
     if name == "zstd":
         make = _zstd()
     if make is None:
         raise KhoError(f"the kernel payload is {name}-compressed: Python's "
                        "standard library cannot decompress it")
-    dec, tail, off = make(), b"", 0
+    if name == "lzma" and len(magic) >= 5:
+        dict_size = int.from_bytes(magic[1:5], "little")
+        if dict_size > LZMA_DICT_MAX:
+            raise KhoError(f"the kernel payload (lzma) header asks for a "
+                           f"{human_size(dict_size)} dictionary; the "
+                           f"kernel's builds use at most "
+                           f"{human_size(LZMA_DICT_MAX)}")
+    tail, done = b"", 0
     try:
-        while off < length:
-            out = dec.decompress(data(off, min(_STEP, length - off)))
-            off += _STEP
+        for out in _inflate(make(), data, length):
             m = BANNER.search(tail + out)
             if m:
                 return m.group(1).decode(errors="replace")
             tail = (tail + out)[-256:]
-            if getattr(dec, "eof", False):
-                break
+            done += len(out)
+            if done >= KERNEL_IMAGE_SIZE:
+                raise KhoError(
+                    f"the kernel payload ({name}) has no 'Linux version' "
+                    f"banner in its first {human_size(KERNEL_IMAGE_SIZE)} "
+                    "of output (a kernel image is no larger: "
+                    "KERNEL_IMAGE_SIZE)")
     except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as e:
         raise KhoError(f"the kernel payload ({name}) does not decompress: "
                        f"{e}") from None
+    except MemoryError:
+        raise KhoError(f"the kernel payload ({name}): out of memory after "
+                       f"{human_size(done)} of output") from None
     raise KhoError(f"the kernel payload ({name}, {length} bytes) has no "
                    "'Linux version' banner")
 
