@@ -57,6 +57,12 @@ DEFAULT_CHUNK_BYTES = 2 << 20
 READ_BYTES = 1 << 20
 #: The largest hashes note a reader accepts (a few million blocks).
 MAX_HASHES_NOTE = 1 << 28
+#: Blocks one byte of an image's memory can account for: every preserved
+#: block is one bit of a map page (a kho-v1 bitmap or a radix leaf) the
+#: image holds, so a note listing more than 8 blocks per byte of its
+#: PT_LOAD data is refused before it is parsed (its objects take ~20 times
+#: the note's size).
+BLOCKS_PER_IMAGE_BYTE = 8
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
@@ -342,6 +348,14 @@ def read_image_hashes(path: str) -> ImageHashes | None:
     if desc is None:
         return None
     what = f"{path}: hashes note"
+    # each block is "[phys,order,[hashes]]": two brackets, counted at C
+    # speed before any object is built
+    listed = (desc.count(b"[") - 1) // 2
+    most = BLOCKS_PER_IMAGE_BYTE * _load_bytes(path)
+    if listed > most:
+        raise KhoError(f"{what} lists about {listed} blocks; the image's "
+                       f"map pages can mark at most {most} (8 per byte of "
+                       "its memory)")
     try:
         doc = json.loads(desc)
     except (ValueError, RecursionError):
@@ -430,6 +444,27 @@ def _read_note(path: str, ntype: int, limit: int) -> bytes | None:
     except OSError as e:
         raise KhoError(f"{path}: {e.strerror or e}") from None
     return None
+
+
+def _load_bytes(path: str) -> int:
+    """The bytes of memory the ELF core at *path* holds (its PT_LOAD
+    segments' file sizes, within the file); its program header table was
+    checked by :func:`_read_note`."""
+    try:
+        with open(path, "rb") as f:
+            fields = _EHDR.unpack(f.read(_EHDR.size))
+            size = os.fstat(f.fileno()).st_size
+            f.seek(fields[5])
+            table = f.read(_PHDR.size * fields[10])
+    except OSError as e:
+        raise KhoError(f"{path}: {e.strerror or e}") from None
+    total = 0
+    for i in range(len(table) // _PHDR.size):
+        ptype, _, off, _, _, filesz, _, _ = _PHDR.unpack_from(
+            table, i * _PHDR.size)
+        if ptype == _PT_LOAD:
+            total += max(0, min(filesz, size - off))
+    return total
 
 
 def _find_note(data: bytes, ntype: int = NOTE_TYPE) -> bytes | None:

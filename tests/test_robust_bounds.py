@@ -242,3 +242,36 @@ def test_payload_out_of_memory_is_a_khoerror(monkeypatch):
     blob = b"\x1f\x8b" + zlib.compress(b"x")
     with pytest.raises(KhoError, match=r"\(gzip\): out of memory"):
         kexec.payload_release(lambda o, n: blob[o:o + n], len(blob))
+
+
+# -- the hashes note (image.py, verify) ----------------------------------------
+
+def test_hashes_note_with_millions_of_entries(tmp_path, capsys):
+    # A note of 700,000 [phys, 0, [null]] entries (13 MB: both notes share
+    # one PT_NOTE here, which a reader takes up to 16 MiB) over an image
+    # holding one page: json.loads and the checks built objects of ~20
+    # times the note's size (GBs for a note of millions) before any check.
+    # One page of map can mark 32768 blocks at most.
+    import json
+    import tracemalloc
+    from test_robust import elf_core, elf_note
+    n = 700_000
+    desc = (b'{"algorithm":"blake2b-128","blocks":['
+            + b",".join(b"[%d,0,[null]]" % (i << 12) for i in range(n))
+            + b'],"chunk_bytes":2097152}')
+    meta = json.dumps({"generation": "kho-v3", "fdt_phys": 0x400000,
+                       "release": "test", "image_format": 1}).encode()
+    note = elf_note(b"KHO_INSPECT\0", 0x4B484F31, meta) + \
+        elf_note(b"KHO_INSPECT\0", 0x4B484F32, desc)
+    path = tmp_path / "h.core"
+    path.write_bytes(elf_core([(0x400000, bytes(4096))], note=note))
+    del desc, note
+    tracemalloc.start()
+    try:
+        res = timed(run, capsys, "verify", str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_line_error(*res, f"lists about {n} blocks",
+                   "can mark at most 32768")
+    assert peak < 100 << 20, f"peak {peak >> 20} MiB"
