@@ -52,6 +52,8 @@ def test_the_start_callback_runs_when_the_line_arrives(trace_checks,
         return 0
     tr = trace_checks.Tracer(tmp_path, "t", on_start=on_start)
     assert tr.wait_started() is None
+    # started means the start record can be read (S6's stage 2 reads it)
+    assert tr.lines()[0]["type"] == "start"
     assert seen and tr.on_start_result == 0
     deadline = time.monotonic() + 20
     while len(tr.lines()) < 2 and time.monotonic() < deadline:

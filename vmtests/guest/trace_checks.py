@@ -192,12 +192,13 @@ class Tracer:
     def _copy(self) -> None:
         with open(self.out, "wb") as f:
             for line in self.p.stdout:
-                if not self.started.is_set() and _is_start(line):
-                    if self.on_start:
-                        self.on_start_result = self.on_start()
-                    self.started.set()
+                start = not self.started.is_set() and _is_start(line)
+                if start and self.on_start:
+                    self.on_start_result = self.on_start()
                 f.write(line)
                 f.flush()
+                if start:           # the start record is in the file
+                    self.started.set()
 
     def lines(self) -> list[dict]:
         out = []
