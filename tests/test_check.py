@@ -434,3 +434,63 @@ def test_next_numa_walk_that_misses_a_head_fails():
     c = Claim(1022 * MIB, (1030 - 1022) * MIB, "kho_workload", "item 4")
     (f,) = numa_findings("7.3.4", [c], runs, NODES)
     assert f.phys == 1024 * MIB and "no block head" in f.message
+
+
+def test_overlap_sweep_nested_blocks():
+    """A big block holding two small ones that are not adjacent: both are
+    overlaps of the big one (the sweep keeps the farthest end, not the last
+    block's), and a block that starts where another ends is not one."""
+    from kho_inspect.check.invariants import OwnerIndex, block_findings
+    big = 0x1000000                             # order 4: 16 pages
+    runs = [(big, 4, 1), (big + 0x2000, 0, 1), (big + 0x9000, 0, 1),
+            (big + 0x10000, 0, 1)]              # the last one: adjacent
+    got = [(f.phys, f.order) for f in block_findings(runs, OwnerIndex([]))
+           if f.id == "overlap"]
+    assert got == [(big + 0x2000, 0), (big + 0x9000, 0)]
+    f = [f for f in block_findings(runs, OwnerIndex([]))
+         if f.id == "overlap"][-1]
+    assert f"order 4 ending at 0x{big + 0x10000:x}" in f.message
+
+
+def test_overlap_sweep_counts_every_block_of_a_run():
+    # 3 order-1 blocks from 0x2000000 reach 0x2006000: 0x2005000 is inside
+    # the run's third block; 0x2006000 is past it
+    from kho_inspect.check.invariants import OwnerIndex, block_findings
+    runs = [(0x2000000, 1, 3), (0x2005000, 0, 1), (0x2006000, 0, 2)]
+    got = [f.phys for f in block_findings(runs, OwnerIndex([]))
+           if f.id == "overlap"]
+    assert got == [0x2005000]
+
+
+def test_next_numa_run_starting_inside_a_map_run():
+    # the map holds 1020-1032 MiB as three order-10 blocks (1020, 1024,
+    # 1028); a client claims 1024-1032 MiB, across the node boundary at
+    # 1028: the restore's walk takes one order-11 step from 1024 MiB and
+    # steps over 1028 MiB. The block at 1020 MiB, before the claim, is
+    # not the claim's and is not named.
+    (f,) = _numa([(1020 * MIB, 10, 3)])
+    assert (f.phys, f.order, f.count) == (1028 * MIB, 10, 1)
+    assert "steps over 0x40400000 order 10: it stays" in f.message
+    assert "0x3fc00000" not in f.message
+
+
+def test_next_numa_claim_starting_between_heads_fails():
+    # a claim from 1022 MiB, inside the order-10 block at 1020 MiB: the
+    # walk's first step finds no block head there (NULL)
+    from kho_inspect.check.next_kernel import numa_findings
+    from kho_inspect.check.owners import Claim
+    c = Claim(1022 * MIB, 8 * MIB, "kho_workload", "item 5")
+    (f,) = numa_findings("7.3.4", [c], [(1020 * MIB, 10, 3)], NODES)
+    assert f.phys == 1022 * MIB and "no block head" in f.message
+
+
+def test_next_numa_quiet_when_the_last_page_is_a_block_of_its_own():
+    # 2047 pages from 1024 MiB: order 10 on node 0, then 1023 pages from
+    # 1028 MiB as orders 9, 8, ... 0, the last one on the claim's last
+    # page; the restore's walk takes the same steps: nothing to report
+    runs, p = [(1024 * MIB, 10, 1)], 1028 * MIB
+    for o in range(9, -1, -1):
+        runs.append((p, o, 1))
+        p += 4096 << o
+    assert p == 1024 * MIB + 2047 * 4096
+    assert _numa(runs, claim_pages=2047) == []

@@ -150,3 +150,60 @@ def test_fuzz_random_bytes(raw):
 @pytest.fixture(scope="module")
 def dtc_blob(dtc):
     return run_dtc(dtc, DTS)
+
+
+NOP_DTS = b"""/dts-v1/;
+/ {
+    compatible = "kho-v1";
+    gone = [de ad be ef ca fe];
+    kept = <0x11223344>;
+    nopnode { x = [aa bb cc dd 11 22 33 44]; };
+    stays { y = <1>; };
+};
+"""
+
+
+def _nop(blob: bytearray, start: int, nbytes: int) -> None:
+    """Overwrite ``[start, start + nbytes)`` with FDT_NOP tokens, as
+    libfdt's fdt_nop_property()/fdt_nop_node() do."""
+    assert start % 4 == 0 and nbytes % 4 == 0
+    for at in range(start, start + nbytes, 4):
+        struct.pack_into(">I", blob, at, 4)          # FDT_NOP
+
+
+def test_nop_tokens_are_skipped(dtc):
+    """A property and a whole node overwritten with NOP tokens are gone,
+    for dtc and for the reader alike; everything around them is kept."""
+    blob = bytearray(run_dtc(dtc, NOP_DTS))
+    value = blob.index(bytes.fromhex("deadbeefcafe"))
+    _nop(blob, value - 12, 12 + 8)       # PROP, len, nameoff, value + pad
+    name = blob.index(b"nopnode\0")
+    # BEGIN_NODE, "nopnode\0", PROP x (12 + 8 bytes), END_NODE
+    _nop(blob, name - 4, 4 + 8 + 12 + 8 + 4)
+    t = fdt.parse(bytes(blob))
+    assert sorted(t.root.props) == ["compatible", "kept"]
+    assert [c.name for c in t.root.children] == ["stays"]
+    src = "/dts-v1/;\n/ {\n" + "\n".join(_to_dts(t.root)) + "\n};\n"
+    strip = lambda s: [l for l in s.decode().splitlines()  # noqa: E731
+                       if "memreserve" not in l]
+    assert strip(run_dtc(dtc, bytes(blob), "dtb", "dts")) == strip(
+        run_dtc(dtc, run_dtc(dtc, src.encode()), "dtb", "dts"))
+
+
+@pytest.mark.parametrize("version, last_comp, ok", [
+    (17, 16, True),        # what dtc and the kernel write
+    (17, 17, True),
+    (18, 16, True),        # a later version readable as 17
+    (17, 18, False),       # readable only by a version-18 reader
+    (16, 16, False),       # no size_dt_struct before version 17
+])
+def test_version_and_last_compatible_version(dtc, version, last_comp, ok):
+    blob = bytearray(run_dtc(dtc, b'/dts-v1/; / { a = <1>; };'))
+    assert struct.unpack_from(">II", blob, 20) == (17, 16)
+    struct.pack_into(">II", blob, 20, version, last_comp)
+    if ok:
+        t = fdt.parse(bytes(blob))
+        assert (t.version, t.last_comp_version) == (version, last_comp)
+    else:
+        with pytest.raises(fdt.FdtError, match="unsupported FDT version"):
+            fdt.parse(bytes(blob))

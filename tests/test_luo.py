@@ -284,3 +284,27 @@ def test_real_luo_records_fdt(tmp_path, dtc, capsys, release, memfd):
     assert rc == 0 and "(unclaimed)" not in doc["owners"]
     assert not [i for i in ids if i[0] == "claim-preserved"]
     assert doc["owners"]["LUO"]["blocks"] == 1 + 5 + 96
+
+
+@pytest.mark.parametrize("count, ok", [(63, True), (64, False), (0, False)])
+def test_kho_block_cap_counts_the_header(count, ok):
+    """kho_block_set_restore: 1 <= count <= (4096 - 16) / entry size. A
+    block of 64-byte luo_file_ser entries holds 63 (the 16-byte header
+    takes the room of a 64th); 64 is a corrupt block."""
+    from helpers import mem
+    from kho_inspect.decode.clients import block_chain
+    from kho_inspect.errors import KhoError
+    entries = [(f"e{i}".encode(), 0x700000 + i * PAGE, i)
+               for i in range(count)]
+    raw = struct.pack(BLOCK_HDR, 0, count) + b"".join(
+        struct.pack(FILE, *e) for e in entries)
+    m = mem([(0x800000, raw[:PAGE].ljust(PAGE, b"\0"))])
+    if ok:
+        got, blocks = block_chain(m, 0x800000, 64, "t")
+        assert blocks == [0x800000] and len(got) == count
+        assert struct.unpack(FILE, got[-1])[1:] == (0x700000 + 62 * PAGE,
+                                                    62)
+    else:
+        with pytest.raises(KhoError, match=f"holds {count} entries, "
+                           "not 1..63"):
+            block_chain(m, 0x800000, 64, "t")

@@ -265,3 +265,53 @@ def test_event_lines_fit_80_columns(capsys):
 ])
 def test_short_fields(fn, value, want):
     assert fn(value) == want
+
+
+def _api_ev(fn, a0=0, a1=0, ret=0, parent=0, ts=0):
+    """An event of a 6.17 plan without its recording function (a kernel
+    where __kho_preserve_order cannot be probed): the API-only replay."""
+    plan = probes.resolve(V617 - {"__kho_preserve_order.constprop.0"})
+    assert not plan.recording
+    p = [x for x in plan.probes if x.func.name == fn][0]
+    return Event(ts=ts, lat=1000, probe=p, a0=a0, a1=a1, a2=0, ret=ret,
+                 rec_pfn=None, rec_order=None, rec_n=0, pid=1, tid=1,
+                 comm="t", parent=parent, stack=-1)
+
+
+def test_replay_api_only_counts_what_succeeded():
+    evs = [
+        # 5 pages from 0x300000: an order-2 block and an order-0 one
+        _api_ev("kho_preserve_phys", 0x300000, 5 << 12, ts=3),
+        # -ENOMEM: the kernel recorded nothing
+        _api_ev("kho_preserve_phys", 0x400000, 1 << 12, ret=-12, ts=1),
+        # made inside another API call: counted there, not twice
+        _api_ev("kho_preserve_phys", 0x500000, 1 << 12, parent=2, ts=2),
+        # a folio: no physical address without a recording function
+        _api_ev("kho_preserve_folio", 0xffffea0000010000, ts=4),
+    ]
+    m = model.replay(evs, False)
+    assert m.source.startswith("API calls")
+    assert m.added == {(0x300000, 2), (0x304000, 0)}
+    assert m.removed == set()
+    assert m.incomplete == ["kho_preserve_folio: no physical address "
+                            "without a recording function"]
+
+
+def test_model_unpreserve_then_preserve_again_is_no_change():
+    # a block the tracker held before the trace, unpreserved then
+    # preserved again during it: the tracker did not change, nor does
+    # the model
+    m = model.Model()
+    m.remove(0x7000, 0)
+    m.add(0x7000, 0)
+    assert (m.added, m.removed) == (set(), set())
+    assert model.compare(m, {(0x7000, 0)}, {(0x7000, 0)}) == []
+    # preserved then unpreserved within the trace: no change either
+    m.add(0x9000, 1)
+    m.remove(0x9000, 1)
+    assert (m.added, m.removed) == (set(), set())
+    # unpreserved and gone: a removal the tracker must show
+    m.remove(0x7000, 0)
+    assert model.compare(m, {(0x7000, 0)}, set()) == []
+    assert model.compare(m, {(0x7000, 0)}, {(0x7000, 0)}) == [
+        "0x7000 order 0: traced unpreserve, still in the tracker"]

@@ -13,7 +13,8 @@ from helpers import PAGE, kho_dts, mem
 import variants
 from walk_synth import SynthKernel
 from kho_inspect.abi.common import KHO_PAGE_MAGIC
-from kho_inspect.check.verify import (INCOMING, NOT_RECEIVED, SAME_KERNEL,
+from kho_inspect.check.verify import (INCOMING, NOT_RECEIVED, NOTE_NO_MAGIC,
+                                      SAME_KERNEL,
                                       Evidence, classify, verify)
 from kho_inspect.cli import main
 from kho_inspect.errors import KhoError
@@ -275,6 +276,8 @@ def test_without_magic_nothing_is_told_but_content():
     assert {p for p, _, m in got if m is False} == {0x1001000, 0x1300000,
                                                     0x40000000}
     assert not res.ok                  # changed, and cannot be ruled out
+    assert res.evidence == {"held": None, "exact": None, "memblock": False,
+                            "map_same": None}
     same = NOW | {0x1001000: [H0], 0x1300000: [H1],
                        0x40000000: [H2, H3]}
     assert _classify(Evidence(INCOMING, "t", held=None), same)[0].ok
@@ -396,3 +399,21 @@ def test_verify_in_an_unrelated_kernel(variant, kdwarf, tmp_path, dtc):
     assert res.mode == NOT_RECEIVED
     assert set(_states(res).values()) == {"lost"}
     assert "not booted through a KHO kexec" in res.notes[0]
+
+
+def test_markers_without_magic_tell_nothing_but_content():
+    # 6.16/6.17: the markers can be enumerated but carry only an order
+    # (exact=False): "still marked" proves nothing, so no block is intact,
+    # restored, lost or extra, whatever the markers say
+    res, got = _classify(Evidence(INCOMING, "test", held=MARKED,
+                                  exact=False))
+    assert got == {(0x1000000, "unknown", True),
+                   (0x1001000, "unknown", False),
+                   (0x1200000, "unknown", True),
+                   (0x1300000, "unknown", False),
+                   (0x1400000, "unknown", True),
+                   (0x40000000, "unknown", False)}
+    assert NOTE_NO_MAGIC in res.notes
+    assert res.evidence["exact"] is False
+    assert {v.phys for v in res.failing} == {0x1001000, 0x1300000,
+                                             0x40000000}
