@@ -1,11 +1,10 @@
-"""Test helpers: drgn programs over hand-made physical memory, images, and a
-small test-only encoder used by property tests (hand-checked tests and real
-kernel samples are the primary oracles)."""
+"""Test helpers: drgn programs over hand-made physical memory and the pieces
+of hand-made maps (chunk pages, bitmaps, radix tables). Whole maps come from
+tests/abi_encode.py, written from the ABI text."""
 
 import struct
 
 from kho_inspect import memory
-from kho_inspect.abi import radix, v1
 
 PAGE = 4096
 
@@ -45,64 +44,3 @@ def table(entries: dict) -> bytes:
     for i, v in entries.items():
         t[i] = v
     return struct.pack("<512Q", *t)
-
-
-# -- test-only encoders for property tests --------------------------------
-
-def encode_v1(blocks, bitmap_bytes, base=0x100000):
-    """Segments and map phys for a set of (phys, order) blocks, laid out the
-    way __kho_preserve_order/kho_mem_serialize do."""
-    nbits = bitmap_bytes * 8
-    per_order = {}
-    for phys, order in blocks:
-        pfn_high = (phys >> 12) >> order
-        per_order.setdefault(order, {}).setdefault(
-            pfn_high // nbits, set()).add(pfn_high % nbits)
-    segs, chunks, addr = [], [], base
-    for order in sorted(per_order):
-        items = sorted(per_order[order].items())
-        for i in range(0, len(items), v1.KHOSER_BITMAP_SIZE):
-            entries = []
-            for idx, bitset in items[i:i + v1.KHOSER_BITMAP_SIZE]:
-                bm_phys = addr
-                addr += PAGE
-                segs.append((bm_phys, bitmap(bitset, bitmap_bytes)
-                             .ljust(PAGE, b"\0")))
-                entries.append(((idx * nbits) << (order + 12), bm_phys))
-            chunks.append((order, entries))
-    if not chunks:
-        return segs, 0
-    chunk_addrs = [addr + i * PAGE for i in range(len(chunks))]
-    for i, (order, entries) in enumerate(chunks):
-        nxt = chunk_addrs[i + 1] if i + 1 < len(chunks) else 0
-        segs.append((chunk_addrs[i], chunk_page(nxt, order, entries)))
-    return segs, chunk_addrs[0]
-
-
-def encode_radix(blocks, base=0x100000):
-    nodes = {}          # path tuple -> dict or set (leaf)
-    for phys, order in blocks:
-        key = radix.encode_key(phys, order)
-        path = tuple((key >> radix.level_shift(lv)) & 511
-                     for lv in range(radix.ROOT_LEVEL, 0, -1))
-        nodes.setdefault(path, set()).add(key & (radix.LEAF_BITS - 1))
-    addr = [base]
-
-    def alloc():
-        a = addr[0]
-        addr[0] += PAGE
-        return a
-    root = alloc()
-    tables = {(): (root, {})}
-    leaves = []
-    for path, bitset in sorted(nodes.items()):
-        for depth in range(1, len(path)):
-            pre = path[:depth]
-            if pre not in tables:
-                tables[pre] = (alloc(), {})
-                tables[pre[:-1]][1][pre[-1]] = tables[pre][0]
-        leaf = alloc()
-        tables[path[:-1]][1][path[-1]] = leaf
-        leaves.append((leaf, bitmap(bitset, PAGE)))
-    segs = [(a, table(e)) for a, e in tables.values()] + leaves
-    return segs, root

@@ -123,12 +123,21 @@ def test_planted_temporary_link_is_not_followed(tmp_path, capsys):
                                                     link.name])
 
 
+def _default_signals():
+    """In the child before exec: the dispositions of a terminal's shell,
+    whatever this test run inherited (nohup ignores SIGHUP; a background
+    job of a script ignores SIGINT)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _child(code: str, *args, timeout=60):
-    """Run *code* in a fresh interpreter with the tree importable."""
+    """Run *code* in a fresh interpreter with the tree importable and the
+    ending signals at their default dispositions."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code),
                            *args], env=env, cwd=ROOT, capture_output=True,
-                          timeout=timeout)
+                          timeout=timeout, preexec_fn=_default_signals)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT,
@@ -155,6 +164,29 @@ def test_signal_while_writing_leaves_no_temporary(tmp_path, sig):
     assert b"Traceback" not in p.stderr and p.stdout == b""
     assert os.listdir(tmp_path) == ["h.core"]
     assert out.read_bytes() == b"previous capture"
+
+
+def test_an_ignored_signal_does_not_stop_the_capture(tmp_path):
+    """Under nohup (SIGHUP ignored) a hang-up during the write is ignored,
+    as the user asked: the capture completes and replaces the target."""
+    out = tmp_path / "h.core"
+    out.write_bytes(b"previous capture")
+    p = _child("""
+        import os, signal, sys
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        real = os.fsync
+        def fsync(fd):
+            os.kill(os.getpid(), signal.SIGHUP)
+            real(fd)
+        os.fsync = fsync
+        from kho_inspect.cli import entry
+        sys.argv = ["kho-inspect", "capture", "--core", sys.argv[1],
+                    "-o", sys.argv[2]]
+        entry()
+        """, SAMPLE, str(out))
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(tmp_path) == ["h.core"]
+    assert read_image_meta(str(out))["release"] == "7.3.4"
 
 
 def test_keyboard_interrupt_in_process_removes_the_temporary(tmp_path,
@@ -244,7 +276,7 @@ def test_ctrl_c_while_python_m_imports_the_cli_is_quiet(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
     p = subprocess.run([sys.executable, "-m", "kho_inspect", "map",
                         "--sample"], env=env, cwd=ROOT, capture_output=True,
-                       timeout=60)
+                       timeout=60, preexec_fn=_default_signals)
     assert p.returncode == -signal.SIGINT, (p.returncode, p.stderr)
     assert p.stdout == b"" and p.stderr == b""
 

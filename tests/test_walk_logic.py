@@ -8,7 +8,6 @@ import pytest
 
 from kho_inspect.decode.radix import leaf_runs
 from kho_inspect import cli
-from kho_inspect.abi import radix
 from kho_inspect.abi.common import KHO_PAGE_MAGIC
 from kho_inspect.check import compare_views, diff_runs
 from kho_inspect.cli import walker as cliw
@@ -87,17 +86,26 @@ def test_chunks_split_at_sections():
 
 # -- radix leaves ------------------------------------------------------------
 
+#: docs/abi.md 5.1-5.3: 4 KiB nodes, a table of 512 u64s, a leaf of 32768
+#: bits (key bits 0-14)
+NODE_SIZE, TABLE_ENTRIES, LEAF_BITS = 4096, 512, 32768
+
+
+def _key(phys, order):
+    """docs/abi.md 5.2: key = (1 << (52 - order)) | (phys >> (12 + order))."""
+    return (1 << (52 - order)) | (phys >> (12 + order))
+
 def _leaf(bits_):
     x = 0
     for b in bits_:
         x |= 1 << b
-    return x.to_bytes(radix.NODE_SIZE, "little")
+    return x.to_bytes(NODE_SIZE, "little")
 
 
 def test_radix_leaf_runs():
-    key = radix.encode_key(0x40000000, 0)
-    prefix = key & ~(radix.LEAF_BITS - 1)
-    low = key & (radix.LEAF_BITS - 1)
+    key = _key(0x40000000, 0)
+    prefix = key & ~(LEAF_BITS - 1)
+    low = key & (LEAF_BITS - 1)
     runs = leaf_runs(_leaf([low, low + 1, low + 5]), prefix)
     assert runs
     assert [tuple(r) for r in runs] == [(0x40000000, 0, 2),
@@ -105,7 +113,7 @@ def test_radix_leaf_runs():
 
 
 def test_radix_leaf_zero_prefix_orders():
-    keys = [radix.encode_key(0, 40), radix.encode_key(1 << 52, 40)]
+    keys = [_key(0, 40), _key(1 << 52, 40)]
     runs = leaf_runs(_leaf(keys), 0)
     assert sorted(tuple(r) for r in runs) == [(0, 40, 1), (1 << 52, 40, 1)]
     with pytest.raises(KhoError, match="key 0"):
@@ -113,7 +121,7 @@ def test_radix_leaf_zero_prefix_orders():
 
 
 def test_radix_leaf_empty():
-    assert not leaf_runs(bytes(radix.NODE_SIZE), 1 << 52)
+    assert not leaf_runs(bytes(NODE_SIZE), 1 << 52)
 
 
 # -- the radix walk through the direct map ---------------------------------
@@ -122,10 +130,10 @@ DIRECT_MAP = 0xFFFF888000000000
 
 
 def _table(entries):
-    t = [0] * radix.TABLE_ENTRIES
+    t = [0] * TABLE_ENTRIES
     for i, v in entries.items():
         t[i] = v
-    return struct.pack(f"<{radix.TABLE_ENTRIES}Q", *t)
+    return struct.pack(f"<{TABLE_ENTRIES}Q", *t)
 
 
 def _walk(monkeypatch, pages, root=0x100000):
