@@ -84,7 +84,11 @@ def workdir(packages, keep: bool) -> pathlib.Path:
                 f"only_mutate = {json.dumps([PACKAGES[p] for p in packages])}\n"
                 f"also_copy = {json.dumps(others)}\n"
                 'pytest_add_cli_args_test_selection = ["tests/"]\n'
-                'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n')
+                'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+                # a hanging mutant is caught after 3x its tests' time, not
+                # mutmut's 15x: minutes each for the functions most tests
+                # reach
+                "timeout_multiplier = 3.0\ntimeout_constant = 5.0\n")
     if keep:
         progress(f"work tree kept: {w}")
     return w
