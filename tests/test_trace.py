@@ -109,12 +109,15 @@ def test_replay_recording_filters_the_other_tree():
     out, busy = 0xffff1000, 0xffff2000
     key = (1 << (52 - 2)) | (0x40000 >> (12 + 2))    # phys 0x40000 order 2
     evs = [
+        # an API call first: the replay goes past it to the recordings
+        _ev("kho_preserve_folio", 0xffffea0000010000, ts=0, radix=True),
         _ev("kho_radix_add_key", out, key, parent=1, ts=1, radix=True),
         _ev("kho_radix_add_key", busy, 5, parent=0, ts=2, radix=True),
         _ev("kho_radix_add_key", out, (1 << 52) | 0x99, ts=3, radix=True),
         _ev("kho_radix_del_key", out, (1 << 52) | 0x99, ts=4, radix=True),
     ]
     m = model.replay(evs, True)
+    assert m.source == "recording functions"
     assert m.added == {(0x40000, 2)}
     assert m.removed == set()
 
@@ -317,3 +320,22 @@ def test_model_unpreserve_then_preserve_again_is_no_change():
     assert model.compare(m, {(0x7000, 0)}, set()) == []
     assert model.compare(m, {(0x7000, 0)}, {(0x7000, 0)}) == [
         "0x7000 order 0: traced unpreserve, still in the tracker"]
+    # gone from the tracker with no unpreserve traced
+    assert model.compare(model.Model(), {(0x7000, 0)}, set()) == [
+        "0x7000 order 0: left the tracker, no traced unpreserve"]
+
+
+def test_replay_api_only_names_unpreserves_it_cannot_place():
+    # 6.19 without its recording functions: an unpreserve carries a folio
+    # or a descriptor, no physical address
+    plan = probes.resolve(V619 - {"__kho_preserve_order",
+                                  "__kho_unpreserve_order"})
+    assert not plan.recording
+    p = [x for x in plan.probes if x.func.name == "kho_unpreserve_folio"][0]
+    ev = Event(ts=1, lat=1000, probe=p, a0=0xffffea0000010000, a1=0, a2=0,
+               ret=0, rec_pfn=None, rec_order=None, rec_n=0, pid=1, tid=1,
+               comm="t", parent=0, stack=-1)
+    m = model.replay([ev], False)
+    assert (m.added, m.removed) == (set(), set())
+    assert m.incomplete == ["kho_unpreserve_folio: no physical address "
+                            "without a recording function"]
