@@ -494,3 +494,46 @@ def test_next_numa_quiet_when_the_last_page_is_a_block_of_its_own():
         p += 4096 << o
     assert p == 1024 * MIB + 2047 * 4096
     assert _numa(runs, claim_pages=2047) == []
+
+
+def test_next_numa_message_names_nodes_and_where_it_crosses():
+    (f,) = _numa([(1024 * MIB, 10, 1), (1028 * MIB, 10, 1)])
+    assert f.message.startswith(
+        "0x40000000 +2048 pages (kho_workload item 3 numa) crosses from "
+        "node 0 to node 1 at 0x40400000: 7.3.4's kho_restore_pages walks "
+        "it without the node split: it steps over 0x40400000 order 10: it "
+        "stays reserved and marked")
+
+
+def test_next_numa_lists_four_blocks_and_counts_the_rest():
+    # past the boundary the map holds eight order-7 blocks (512 KiB):
+    # the walk's one order-11 step goes over all of them
+    (f,) = _numa([(1024 * MIB, 10, 1), (1028 * MIB, 7, 8)])
+    assert (f.phys, f.order, f.count) == (1028 * MIB, 7, 8)
+    assert ("steps over 0x40400000 order 7, 0x40480000 order 7, "
+            "0x40500000 order 7, 0x40580000 order 7 and 4 more: they stay "
+            "reserved") in f.message
+    (f,) = _numa([(1024 * MIB, 10, 1), (1028 * MIB, 8, 4)])
+    assert f.count == 4 and " more" not in f.message
+    assert "order 8: they stay" in f.message
+
+
+def test_next_numa_only_the_claims_pages():
+    # the map run goes on past the claim (1024-1040 MiB): the heads at
+    # 1032 and 1036 MiB are not the claim's and are not named
+    (f,) = _numa([(1024 * MIB, 10, 4)])
+    assert (f.phys, f.count) == (1028 * MIB, 1)
+    assert "0x40800000" not in f.message
+
+
+def test_next_numa_skips_what_does_not_cross_or_is_a_folio():
+    from kho_inspect.check.next_kernel import numa_findings
+    from kho_inspect.check.owners import Claim
+    runs = [(1020 * MIB, 10, 3)]
+    # ends exactly at the boundary (1020-1028 MiB): one node
+    assert numa_findings("7.3.4", [Claim(1020 * MIB, 8 * MIB, "x", "y")],
+                         runs, NODES) == []
+    # a folio (a claim with an order) is restored whole by
+    # kho_restore_folio, not walked page run by page run
+    assert numa_findings("7.3.4", [Claim(1024 * MIB, 8 * MIB, "x", "y",
+                                         11)], runs, NODES) == []
