@@ -19,9 +19,9 @@ usage: bench/mutation.py [--package PKG ...] [-j N] [--keep] [--json]
   PKG: decode, check, abi, trace.model (default: all four; decode holds
   the LUO decoders, decode/clients.py)
 examples:
-  bench/mutation.py --package abi     # 227 mutants with trace.model: 4 min
-  bench/mutation.py -j 2              # everything: hours here (check/ ran
-                                      # 1,148 of 2,644 mutants in 25 min)
+  bench/mutation.py --package abi --package trace.model   # 227: 4 min
+  bench/mutation.py -j 2     # all: hours here (check/ ran 1,148 of its
+                             # 2,644 mutants in 25 min)
 
 mutmut (pinned below) is installed into its own virtual environment under
 ~/.cache/kho-inspect/bench (it sees this Python's packages: drgn, pytest,
