@@ -96,8 +96,11 @@ def test_split_run_table(pfn, nr, want):
     assert model.split_run(pfn, nr) == want
 
 
-def _ev(fn, a0=0, a1=0, a2=0, ret=0, parent=0, ts=0, radix=False):
-    av = V73 if radix else V619
+def _ev(fn, a0=0, a1=0, a2=0, ret=0, parent=0, ts=0, radix=False,
+        available=None):
+    """An event of *fn* as probed on a kernel offering *available*
+    (default: 7.3's functions if *radix*, else 6.19's)."""
+    av = available or (V73 if radix else V619)
     plan = probes.resolve(av)
     p = [x for x in plan.probes if x.func.name == fn][0]
     return Event(ts=ts, lat=1000, probe=p, a0=a0, a1=a1, a2=a2, ret=ret,
@@ -272,27 +275,27 @@ def test_short_fields(fn, value, want):
     assert fn(value) == want
 
 
-def _api_ev(fn, a0=0, a1=0, ret=0, parent=0, ts=0):
-    """An event of a 6.17 plan without its recording function (a kernel
-    where __kho_preserve_order cannot be probed): the API-only replay."""
-    plan = probes.resolve(V617 - {"__kho_preserve_order.constprop.0"})
-    assert not plan.recording
-    p = [x for x in plan.probes if x.func.name == fn][0]
-    return Event(ts=ts, lat=1000, probe=p, a0=a0, a1=a1, a2=0, ret=ret,
-                 rec_pfn=None, rec_order=None, rec_n=0, pid=1, tid=1,
-                 comm="t", parent=parent, stack=-1)
+#: 6.17 and 6.19 without their recording functions (not probeable): the
+#: API-only replay
+V617_API = V617 - {"__kho_preserve_order.constprop.0"}
+V619_API = V619 - {"__kho_preserve_order", "__kho_unpreserve_order"}
 
 
 def test_replay_api_only_counts_what_succeeded():
+    assert not probes.resolve(V617_API).recording
     evs = [
         # 5 pages from 0x300000: an order-2 block and an order-0 one
-        _api_ev("kho_preserve_phys", 0x300000, 5 << 12, ts=3),
+        _ev("kho_preserve_phys", 0x300000, 5 << 12, ts=3,
+            available=V617_API),
         # -ENOMEM: the kernel recorded nothing
-        _api_ev("kho_preserve_phys", 0x400000, 1 << 12, ret=-12, ts=1),
+        _ev("kho_preserve_phys", 0x400000, 1 << 12, ret=-12, ts=1,
+            available=V617_API),
         # made inside another API call: counted there, not twice
-        _api_ev("kho_preserve_phys", 0x500000, 1 << 12, parent=2, ts=2),
+        _ev("kho_preserve_phys", 0x500000, 1 << 12, parent=2, ts=2,
+            available=V617_API),
         # a folio: no physical address without a recording function
-        _api_ev("kho_preserve_folio", 0xffffea0000010000, ts=4),
+        _ev("kho_preserve_folio", 0xffffea0000010000, ts=4,
+            available=V617_API),
     ]
     m = model.replay(evs, False)
     assert m.source.startswith("API calls")
@@ -328,13 +331,9 @@ def test_model_unpreserve_then_preserve_again_is_no_change():
 def test_replay_api_only_names_unpreserves_it_cannot_place():
     # 6.19 without its recording functions: an unpreserve carries a folio
     # or a descriptor, no physical address
-    plan = probes.resolve(V619 - {"__kho_preserve_order",
-                                  "__kho_unpreserve_order"})
-    assert not plan.recording
-    p = [x for x in plan.probes if x.func.name == "kho_unpreserve_folio"][0]
-    ev = Event(ts=1, lat=1000, probe=p, a0=0xffffea0000010000, a1=0, a2=0,
-               ret=0, rec_pfn=None, rec_order=None, rec_n=0, pid=1, tid=1,
-               comm="t", parent=0, stack=-1)
+    assert not probes.resolve(V619_API).recording
+    ev = _ev("kho_unpreserve_folio", 0xffffea0000010000, ts=1,
+             available=V619_API)
     m = model.replay([ev], False)
     assert (m.added, m.removed) == (set(), set())
     assert m.incomplete == ["kho_unpreserve_folio: no physical address "

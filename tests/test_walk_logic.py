@@ -6,6 +6,7 @@ import struct
 import drgn
 import pytest
 
+from abi_encode import radix_key       # docs/abi.md 5.2, not kho_inspect
 from kho_inspect.decode.radix import leaf_runs
 from kho_inspect import cli
 from kho_inspect.abi.common import KHO_PAGE_MAGIC
@@ -90,11 +91,6 @@ def test_chunks_split_at_sections():
 #: bits (key bits 0-14)
 NODE_SIZE, TABLE_ENTRIES, LEAF_BITS = 4096, 512, 32768
 
-
-def _key(phys, order):
-    """docs/abi.md 5.2: key = (1 << (52 - order)) | (phys >> (12 + order))."""
-    return (1 << (52 - order)) | (phys >> (12 + order))
-
 def _leaf(bits_):
     x = 0
     for b in bits_:
@@ -103,7 +99,7 @@ def _leaf(bits_):
 
 
 def test_radix_leaf_runs():
-    key = _key(0x40000000, 0)
+    key = radix_key(0x40000000, 0)
     prefix = key & ~(LEAF_BITS - 1)
     low = key & (LEAF_BITS - 1)
     runs = leaf_runs(_leaf([low, low + 1, low + 5]), prefix)
@@ -113,7 +109,7 @@ def test_radix_leaf_runs():
 
 
 def test_radix_leaf_zero_prefix_orders():
-    keys = [_key(0, 40), _key(1 << 52, 40)]
+    keys = [radix_key(0, 40), radix_key(1 << 52, 40)]
     runs = leaf_runs(_leaf(keys), 0)
     assert sorted(tuple(r) for r in runs) == [(0, 40, 1), (1 << 52, 40, 1)]
     with pytest.raises(KhoError, match="key 0"):
