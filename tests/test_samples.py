@@ -6,7 +6,8 @@ guest (complete for the memory those folios cover, not for the whole map:
 other clients preserve other memory), and the ABI's facts per release
 (tests/releases.py). The guest's live decode in the golden file is the
 tool's own earlier output: the capture must decode to it too (two sources
-of one map agree), but it is not the oracle.
+of one map agree), but it is not the oracle; every block of the map is
+held against a second, naive reader of the same image (tests/naive_*.py).
 """
 
 import json
@@ -50,6 +51,12 @@ def test_sample_matches_live_decode_and_test_kho(name, capsys):
     inside = {(p, o) for p, o in _blocks(doc["ranges"])
               if any(a < p + (4096 << o) and p < b for a, b in extents)}
     assert inside == truth
+    # every block == what a naive reader found in the kernel's memory when
+    # the capture was taken (samples promoted since it was recorded)
+    if "blocks" in golden:
+        assert sorted(_blocks(doc["ranges"])) == sorted(
+            (p + i * (4096 << o), o) for p, o, n in golden["blocks"]
+            for i in range(n))
     # the capture decodes to what the guest decoded live
     assert doc["ranges"] == golden["ranges"]
     # the decoder's reading of test_kho's blob is what test_kho kept, and
@@ -63,6 +70,48 @@ def test_sample_matches_live_decode_and_test_kho(name, capsys):
     assert folios == want
     (fdt,) = [f for f in golden["test_kho_folios"] if f["what"] == "fdt"]
     assert sub["kho_test"]["phys"] == fdt["phys"]
+
+
+def _naive_reading(name, dtc):
+    """Every block of the sample's map as the naive readers read it (tests/
+    naive_radix.py, naive_v1.py: written from docs/abi.md, nothing from
+    kho_inspect): pages from the image's PT_LOADs, the root FDT where the
+    image's note says, its ``preserved-memory-map`` as dtc prints it, the
+    bitmap size from the release's ABI facts (tests/releases.py)."""
+    import re
+    import elf_pages
+    import naive_radix
+    import naive_v1
+    from conftest import run_dtc
+    path = samples.path(name)
+    read = elf_pages.reader(path)
+    meta = json.loads(elf_pages.note(path, b"KHO_INSPECT", 0x4B484F31))
+    fdt = meta["fdt_phys"]
+    blob = read(fdt, int.from_bytes(read(fdt + 4, 4), "big"))
+    dts = run_dtc(dtc, blob, "dtb", "dts").decode()
+    compat = re.search(r'^\tcompatible = "([^"]*)"', dts, re.M).group(1)
+    hi, lo = re.search(r"^\tpreserved-memory-map = <(\S+) (\S+)>;", dts,
+                       re.M).groups()      # a little-endian u64, as cells
+    root = int.from_bytes(int(hi, 16).to_bytes(4, "big")
+                          + int(lo, 16).to_bytes(4, "big"), "little")
+    if compat == "kho-v1":
+        return naive_v1.read_map(read, root, release(name).bitmap_bytes)
+    return naive_radix.read_map(lambda p: read(p, naive_radix.PAGE), root)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_decodes_to_the_naive_reading(name, capsys, dtc):
+    """Every block of the decoder's map of the sample == what a second,
+    naive reader finds in the same image: the whole map, not test_kho's
+    part of it."""
+    assert main(["map", "--sample", name, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    naive = _naive_reading(name, dtc)
+    with open(os.path.join(GOLDEN, f"{name}.json")) as f:
+        folios = {(f["phys"], f["order"])
+                  for f in json.load(f)["test_kho_folios"]}
+    assert folios <= set(naive)         # test_kho's, read with drgn
+    assert sorted(_blocks(doc["ranges"])) == naive
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,8 +6,11 @@ S1 (live map vs test_kho) and S4 (capture) passed, and copies:
   results/capture.core  -> kho_inspect/samples/<release>.core
   golden data           -> tests/golden/<release>.json
 The golden file holds what the guest decoded live (ranges) and, as the
-independent oracle, test_kho's own folio list read with drgn and the DWARF
-in that same guest (truth.json). tests/test_samples.py checks both.
+independent oracles, test_kho's own folio list read with drgn and the DWARF
+in that same guest (truth.json) and every block of the map as a second,
+naive reader found it in the kernel's memory when the capture was taken
+(map-naive.json: vmtests/guest/naive.py, nothing from kho_inspect).
+tests/test_samples.py checks all three.
 
 usage: vmtests/promote_samples.py [--run DIR]
 """
@@ -36,7 +39,8 @@ def newest_good_runs(runs_root: Path) -> dict:
             v = k.get("verdicts", {})
             res = run / name / "results"
             if (v.get("S1", [""])[0] == "pass" and v.get("S4", [""])[0] == "pass"
-                    and (res / "capture.core").exists()):
+                    and (res / "capture.core").exists()
+                    and (res / "map-naive.json").exists()):
                 found[name] = (run, res, k.get("version"))
     return found
 
@@ -51,6 +55,7 @@ def main():
             Path(args.runs)).items()):
         live = json.loads((res / "s1-map-live.json").read_text())
         truth = json.loads((res / "truth.json").read_text())
+        naive = json.loads((res / "map-naive.json").read_text())
         release = live["release"]
         shutil.copy2(res / "capture.core", SAMPLES / f"{release}.core")
         golden = {
@@ -61,6 +66,8 @@ def main():
             "ranges": live["ranges"],
             "test_kho_folios": [{"phys": f["phys"], "order": f["order"],
                                  "what": f["what"]} for f in truth["folios"]],
+            "blocks": naive["runs"],
+            "blocks_read_by": naive["read_by"],
             "captured_by": f"vmtests run {run.name}, kernel {name} "
                            f"({version}), guest live decode of "
                            f"{live['fdt_source']}",
