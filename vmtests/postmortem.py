@@ -11,13 +11,17 @@ applies there).  :func:`judge` runs
 ``status``, ``map``, ``tracker``, ``check`` and ``incoming`` (``--json``,
 ``--core DUMP -s VMLINUX``) on each dump: each must equal the guest's live
 view taken just before the panic, or be one line (exit 2) naming the page
-the filtering removed.  It then asks for a page the filtering did remove
-(``map --fdt-phys`` inside a hole of the ELF dump): that must be one line
-naming the page and the filtering, from both files.
+the filtering removed.  An error that blames the filtering counts only if
+the dump really lacks what it names (:func:`filtered_why`: System RAM the
+dump holds no data for, by the dump's own page bitmap or PT_LOADs, read
+here, not by kho_inspect).  It then asks for a page the filtering did
+remove (``map --fdt-phys`` inside a hole of the ELF dump): that must be
+one line naming the page and the filtering, from both files.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -74,24 +78,94 @@ def boot(build, rootfs: Path, project: Path, workdir: Path,
     return why, g.console_tail(40)
 
 
+def elf_loads(path: Path) -> list[tuple[int, int, int, int]]:
+    """(p_paddr, p_vaddr, p_filesz, p_memsz) of every PT_LOAD of an ELF64
+    little-endian core; [] for anything else (another format, no file)."""
+    try:
+        with open(path, "rb") as f:
+            eh = f.read(64)
+            if len(eh) < 64 or eh[:4] != b"\x7fELF" or eh[4:6] != b"\2\1":
+                return []
+            phoff, = struct.unpack_from("<Q", eh, 32)
+            phentsize, phnum = struct.unpack_from("<HH", eh, 54)
+            if phentsize != 56:
+                return []
+            f.seek(phoff)
+            table = f.read(56 * phnum)
+    except OSError:
+        return []
+    out = []
+    for i in range(len(table) // 56):
+        ptype, _, _, vaddr, paddr, filesz, memsz, _ = struct.unpack_from(
+            "<IIQQQQQQ", table, i * 56)
+        if ptype == 1:                                  # PT_LOAD
+            out.append((paddr, vaddr, filesz, memsz))
+    return out
+
+
 def elf_holes(path: Path) -> list[tuple[int, int]]:
     """[start, end) physical ranges a makedumpfile ELF dump declares but does
     not hold: a PT_LOAD's memory past its file data (p_memsz > p_filesz),
     which is how makedumpfile -E leaves out the pages it filtered."""
-    with open(path, "rb") as f:
-        eh = f.read(64)
-        if eh[:4] != b"\x7fELF" or eh[4] != 2:
-            return []
-        phoff, = struct.unpack_from("<Q", eh, 32)
-        phentsize, phnum = struct.unpack_from("<HH", eh, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    out = []
-    for i in range(len(table) // 56):
-        ptype, _, _, _, paddr, filesz, memsz, _ = struct.unpack_from(
-            "<IIQQQQQQ", table, i * 56)
-        if ptype == 1 and memsz > filesz:
-            out.append((paddr + filesz, paddr + memsz))
+    return [(p + fs, p + ms) for p, _, fs, ms in elf_loads(path) if ms > fs]
+
+
+def merged(ranges) -> list[tuple[int, int]]:
+    """[start, end) *ranges* sorted, the empty ones dropped, those that
+    touch or overlap joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        elif a < b:
+            out.append((a, b))
+    return out
+
+
+def elf_held(loads) -> list[tuple[int, int]]:
+    """The [start, end) physical ranges an ELF dump holds data for: its
+    PT_LOADs' file data (*loads*: :func:`elf_loads`; a PT_LOAD with
+    p_filesz 0, or the p_memsz past p_filesz, holds none)."""
+    return merged((p, p + fs) for p, _, fs, _ in loads)
+
+
+def kdump_held(path: Path) -> list[tuple[int, int]] | None:
+    """The [start, end) physical ranges a kdump-compressed dump
+    (makedumpfile -c) holds pages for: the set bits of its second page
+    bitmap (a clear one is libkdumpfile's "Excluded page"); None if *path*
+    is not such a file."""
+    try:
+        with open(path, "rb") as f:
+            h = f.read(440)
+            if len(h) < 440 or h[:8] != b"KDUMP   ":
+                return None
+            # struct disk_dump_header (64-bit): block_size, sub_hdr_size,
+            # bitmap_blocks after the utsname and timeval; the header's
+            # block, the sub-header's, then both bitmaps
+            block, sub, blocks = struct.unpack_from("<iiI", h, 428)
+            if block < 512 or block & (block - 1) or sub < 0 \
+                    or blocks < 2 or blocks % 2:
+                return None
+            size = blocks // 2 * block
+            f.seek((1 + sub) * block + size)
+            bitmap = f.read(size)
+    except OSError:
+        return None
+    if len(bitmap) < size:
+        return None
+    out, start = [], None
+    for i, byte in enumerate(bitmap):
+        if byte == (0 if start is None else 0xff):
+            continue                    # no run starts or ends in it
+        for bit in range(8):
+            pfn = i * 8 + bit
+            if byte >> bit & 1 and start is None:
+                start = pfn
+            elif not byte >> bit & 1 and start is not None:
+                out.append((start * block, pfn * block))
+                start = None
+    if start is not None:
+        out.append((start * block, len(bitmap) * 8 * block))
     return out
 
 
@@ -120,51 +194,121 @@ def one_line(stderr: str) -> str | None:
     return lines[0]
 
 
-def names_filtering(line: str | None) -> bool:
-    """Does a one-line error say which page the filtering removed?"""
-    return bool(line and "filtered" in line
-                and re.search(r"0x[0-9a-f]{3,}", line))
+#: Where kho_inspect names the read that failed (memory.fault_message:
+#: "cannot read WHAT WHERE: WHY in SOURCE (page filtered out of the dump,
+#: ..."): WHERE is " at phys 0xADDR" with " (+0xSIZE)" when it has one, or
+#: " at 0xADDR", drgn's address of the read (virtual, or physical for a
+#: physical read)
+FAULT_AT = re.compile(r" at (phys )?0x([0-9a-f]+)(?: \(\+0x([0-9a-f]+)\))?: ")
+KERNEL_HALF = 1 << 63       # x86-64: a kernel virtual address, not physical
 
 
-def filtered_parts(live, got, where: str = "") -> tuple:
-    """(*live*, *got*, lines): every part the dump's view could not decode
-    because the filtering removed a page it needs (a dict in *got* whose
-    ``"error"`` names the page and the filtering, e.g. a sub-node blob
-    pointing at memory its client freed after restoring it) replaced by
-    the same marker in both documents; *lines* say where and what."""
+def minus(ranges, cut) -> list[tuple[int, int]]:
+    """[start, end) *ranges* without what the ranges in *cut* cover."""
+    out = []
+    for a, b in ranges:
+        for c, d in merged(cut):
+            if c < b and a < d:
+                if a < c:
+                    out.append((a, c))
+                a = max(a, d)
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+def filtered_why(line: str | None, held, ram, virt=()) -> str | None:
+    """Why the filtering does not explain *line*, an error that blames it,
+    or None when it does: every read the line names (:data:`FAULT_AT`;
+    [ADDR, ADDR + SIZE), or the byte at ADDR) must take a byte of System
+    RAM (*ram*, [start, end) ranges) that the dump holds no data for
+    (*held*: its [start, end) physical ranges, :func:`elf_held` or
+    :func:`kdump_held`; None: unknown). A kernel virtual address is placed
+    through *virt*, the ELF dump's (p_vaddr, p_paddr, p_memsz) PT_LOADs."""
+    if not line or "filtered" not in line:
+        return "it does not blame the filtering"
+    reads = FAULT_AT.findall(line)
+    if not reads:
+        return "it names no address"
+    if held is None:
+        return "what the dump holds is unknown"
+    for phys, addr, size in reads:
+        a = int(addr, 16)
+        if not phys and a >= KERNEL_HALF:
+            a = next((p + a - v for v, p, m in virt if v <= a < v + m), None)
+            if a is None:
+                return (f"no PT_LOAD of the ELF dump maps virtual address "
+                        f"0x{addr}")
+        end = a + (int(size, 16) if size else 1)
+        lacks = minus([(a, end)], held)
+        if not lacks:
+            return f"the dump holds [{a:#x}, {end:#x})"
+        if not any(c < rb and ra < d for c, d in lacks for ra, rb in ram):
+            return f"what the dump lacks of [{a:#x}, {end:#x}) is not RAM"
+    return None
+
+
+def filtered_explained(line: str | None, held, ram, virt=()) -> bool:
+    """Does the filtering explain *line* (:func:`filtered_why`)?"""
+    return filtered_why(line, held, ram, virt) is None
+
+
+def filtered_parts(live, got, why, where: str = "") -> tuple:
+    """(*live*, *got*, lines, unexplained): every part the dump's view could
+    not decode because the filtering removed a page it needs (a dict in
+    *got* whose ``"error"`` blames the filtering and *why* (line -> why the
+    filtering does not explain it, or None: :func:`filtered_why` for this
+    dump) accepts, e.g. a sub-node blob pointing at memory its client freed
+    after restoring it) replaced by the same marker in both documents;
+    *lines* say where and what; *unexplained*, the errors that blame the
+    filtering wrongly, and why."""
     if isinstance(got, dict) and isinstance(got.get("name"), str):
         where = f"{where}/{got['name']}"            # a sub-node
     if isinstance(got, dict) and isinstance(got.get("error"), str) \
-            and names_filtering(got["error"]):
-        return "filtered", "filtered", [f"{where or '/'}: {got['error']}"]
+            and "filtered" in got["error"]:
+        at, w = f"{where or '/'}: {got['error']}", why(got["error"])
+        if w is None:
+            return "filtered", "filtered", [at], []
+        return live, got, [], [f"{at} ({w})"]
     lines: list[str] = []
+    bad: list[str] = []
     if isinstance(live, dict) and isinstance(got, dict):
         a, b = dict(live), dict(got)
         for k in set(live) & set(got):
-            a[k], b[k], more = filtered_parts(
-                live[k], got[k], where if k == "subnodes" else f"{where}/{k}")
+            a[k], b[k], more, wrong = filtered_parts(
+                live[k], got[k], why,
+                where if k == "subnodes" else f"{where}/{k}")
             lines += more
-        return a, b, lines
+            bad += wrong
+        return a, b, lines, bad
     if isinstance(live, list) and isinstance(got, list) \
             and len(live) == len(got):
-        out = [filtered_parts(x, y, where) for x, y in zip(live, got)]
+        out = [filtered_parts(x, y, why, where) for x, y in zip(live, got)]
         return ([o[0] for o in out], [o[1] for o in out],
-                [ln for o in out for ln in o[2]])
-    return live, got, lines
+                [ln for o in out for ln in o[2]],
+                [ln for o in out for ln in o[3]])
+    return live, got, lines, bad
 
 
-def same(view: str, live: dict, got: dict) -> tuple[str | None, list]:
+def same(view: str, live: dict, got: dict, why) -> tuple[str | None, list]:
     """(How *got* (from a dump) differs from the *live* view, or None;
-    the parts of it the filtering explains, :func:`filtered_parts`)."""
-    live, got, lines = filtered_parts(live, got)
+    the parts of it the filtering explains, :func:`filtered_parts`, which
+    *why* judges)."""
+    live, got, lines, bad = filtered_parts(live, got, why)
     if view == "check" and isinstance(got.get("findings"), list):
         # a check the dump cannot make (the page it reads was filtered
         # out) is a not-checked note there, not in the live view
         keep, gone = [], []
         for f in got["findings"]:
-            (gone if f.get("id") == "not-checked" and f not in
-             live.get("findings", []) and names_filtering(f.get("message"))
-             else keep).append(f)
+            msg = f.get("message")
+            if f.get("id") == "not-checked" and f not in \
+                    live.get("findings", []) and "filtered" in (msg or ""):
+                w = why(msg)
+                if w is None:
+                    gone.append(f)
+                    continue
+                bad.append(f"check: {msg} ({w})")
+            keep.append(f)
         if gone:
             counts = dict(got.get("counts") or {})
             counts["info"] = counts.get("info", 0) - len(gone)
@@ -194,14 +338,19 @@ def same(view: str, live: dict, got: dict) -> tuple[str | None, list]:
     elif la != ga:
         diff.append("scratch_accounting")
     if diff:
-        return f"{view}: {', '.join(diff)} differ from the live view", lines
+        return (f"{view}: {', '.join(diff)} differ from the live view"
+                + "".join(f"; the filtering does not explain {b}"
+                          for b in bad),
+                lines)
     if view == "status":
         new = [p for p in got.get("problems", [])
                if p not in live.get("problems", [])]
-        unexplained = [p for p in new if not names_filtering(p)]
+        unexplained = [(p, why(p)) for p in new if why(p) is not None]
         if unexplained:
-            return (f"status: problem not in the live view: "
-                    f"{unexplained[0]}", lines)
+            p, w = unexplained[0]
+            return (f"status: problem not in the live view: {p}"
+                    + (f" (the filtering does not explain it: {w})"
+                       if "filtered" in p else ""), lines)
         lines += new
     return None, lines
 
@@ -232,6 +381,18 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
         return "fail", broken, {}
     details: dict = {"dumps": {}}
     fails, notes, sizes = [], [], []
+    # what each dump holds, read here (not by kho_inspect): an error that
+    # blames the filtering must name RAM the dump lacks (filtered_why)
+    loads = elf_loads(res / DUMPS[1])
+    virt = [(v, p, m) for p, v, _, m in loads]
+    whys, held_from = {}, {}
+    for name in DUMPS:
+        held, held_from[name] = kdump_held(res / name), "its page bitmap"
+        if held is None:                # the ELF dump; a -c one unread
+            held, held_from[name] = ((elf_held(loads), f"{DUMPS[1]} "
+                                      "PT_LOADs") if loads else (None, None))
+        whys[name] = functools.partial(filtered_why, held=held,
+                                       ram=kd.get("ram") or [], virt=virt)
     for name in DUMPS:
         d = cr.get("dumps", {}).get(name) or {}
         path = res / name
@@ -244,7 +405,8 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
             continue
         sizes.append(f"{name} {path.stat().st_size / 2**20:.1f} MiB")
         per = details["dumps"][name] = {"size": path.stat().st_size,
-                                        "makedumpfile_s": d.get("seconds")}
+                                        "makedumpfile_s": d.get("seconds"),
+                                        "held_from": held_from[name]}
         for view in VIEWS + ("incoming",):
             t = time.monotonic()
             r = cli(view, "--json", "--core", str(path), "-s", str(vmlinux))
@@ -269,9 +431,14 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
                 fails.append(f"{name}: {view} rc={r.returncode}: traceback: "
                              + r.stderr.strip().splitlines()[-1][:200])
                 continue
-            if r.returncode == 2 and names_filtering(line):
-                per[view]["filtered"] = line
-                notes.append(f"{name} {view}: {line}")
+            if r.returncode == 2 and line and "filtered" in line:
+                w = whys[name](line)
+                if w is None:
+                    per[view]["filtered"] = line
+                    notes.append(f"{name} {view}: {line}")
+                else:
+                    fails.append(f"{name}: {view} rc=2: {line} (the "
+                                 f"filtering does not explain it: {w})")
                 continue
             if r.returncode != (live_rc or 0) or line:
                 fails.append(f"{name}: {view} rc={r.returncode}: "
@@ -283,7 +450,7 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
                 fails.append(f"{name}: {view}: no JSON to compare (live "
                              f"rc={live_rc}, dump rc={r.returncode})")
                 continue
-            diff, explained = same(view, live, got)
+            diff, explained = same(view, live, got, whys[name])
             if explained:
                 per[view]["filtered"] = explained
                 notes += [f"{name} {view}: "
@@ -309,13 +476,15 @@ def judge(workdir: Path, vmlinux: Path, cli, cli_broken,
                     hex(page))
             line = one_line(r.stderr)
             details["dumps"][name]["filtered_probe"] = line or r.stderr[-300:]
-            if r.returncode != 2 or not names_filtering(line) \
+            w = whys[name](line)
+            if r.returncode != 2 or w is not None \
                     or f"{page:#x}" not in line:
                 fails.append(f"{name}: map --fdt-phys {page:#x} (a page "
                              f"the filtering removed) rc={r.returncode}: "
                              + (line or r.stderr.strip()[-200:])
                              + " (must be one line naming the page and "
-                             "the filtering)")
+                             "the filtering" + (f"; {w}" if w else "")
+                             + ")")
     (workdir / "s7-details.json").write_text(json.dumps(details, indent=1)
                                              + "\n")
     if fails:
