@@ -38,6 +38,8 @@ MAP = {"generation": "kho-v4", "bitmap_bytes": None, "map_phys": 0x1000000,
                   {"phys": 0x2200000, "order": 9, "count": 1,
                    "size": 0x200000},
                   {"phys": 0x2400000, "order": 1, "count": 1, "size": 8192}]}
+#: MAP's blocks as runs, as the naive reader writes them (guest/naive.py)
+NAIVE_RUNS = [[0x2000000, 0, 2], [0x2200000, 9, 1], [0x2400000, 1, 1]]
 FDT = {"generation": "kho-v4", "root": {"compatible": "kho-v4"},
        "subnodes": [{"name": "kho_test", "phys": 0x2400000}]}
 
@@ -124,9 +126,11 @@ def stand_in_cli(where: Path, main: str) -> Path:
     return where
 
 
-def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
-    """vmtests/run main() on one fake kernel; returns (exit status,
-    {scenario: (status, reason)})."""
+def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path,
+            naive_runs=NAIVE_RUNS):
+    """vmtests/run main() on one fake kernel, whose map read naively holds
+    *naive_runs* (None: not read); returns (exit status, {scenario:
+    (status, reason)})."""
     run_mod, stage, walker_checks, trace_checks, check_checks, \
         verify_checks = rig
     debugfs = tmp_path / "debugfs"
@@ -147,6 +151,10 @@ def run_rig(rig, monkeypatch, tmp_path, guest_cli: Path, host_cli: Path):
         "[    1.0] KHO: test_kho: KHO restore succeeded\n"))
     monkeypatch.setattr(stage, "drgn_program", lambda: None)
     monkeypatch.setattr(stage, "test_kho_truth", lambda prog: TRUTH)
+    # the kernel's map read naively: the blocks MAP says, as the guest holds
+    monkeypatch.setattr(stage, "naive_truth", lambda prog, res: (
+        naive_runs is not None and stage.write_json(
+            "map-naive.json", {"runs": naive_runs})))
     monkeypatch.setattr(stage, "run", guest_run)
     monkeypatch.setattr(walker_checks, "run", lambda results: {
         "status": "pass", "reason": "stand-in walker checks"})
@@ -241,6 +249,22 @@ def test_working_cli_passes_everything(rig, monkeypatch, tmp_path):
         s: "pass" for s in SCENARIOS}, verdicts
     assert rc == 0
     assert (tmp_path / "samples" / "7.3.4.core").exists()
+
+
+@pytest.mark.parametrize("naive, says", [
+    # the kernel's map holds a block the capture's decode lacks
+    (NAIVE_RUNS + [[0x3000000, 0, 1]], "!= the naive reading"),
+    # ... or lacks one the decode holds
+    (NAIVE_RUNS[:2], "!= the naive reading"),
+    (None, "no naive reading"),
+])
+def test_s4_fails_when_the_capture_is_not_the_naive_reading(
+        rig, monkeypatch, tmp_path, naive, says):
+    cli = stand_in_cli(tmp_path / "cli", WORKING_MAIN)
+    rc, verdicts = run_rig(rig, monkeypatch, tmp_path, cli, cli, naive)
+    assert verdicts["S4"][0] == "fail" and says in verdicts["S4"][1], \
+        verdicts["S4"]
+    assert rc == 1
 
 
 def test_broken_cli_fails_every_scenario(rig, monkeypatch, tmp_path):

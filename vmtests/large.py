@@ -12,7 +12,11 @@ The verdict compares each view with the module's own ``list`` (its
 independent truth: what it asked KHO to preserve, read in the guest):
 
 * ``trace --summary`` counted every traced ``kho_preserve_folio`` call;
-* ``map`` (the reference decoder) holds every block of the list;
+* ``map`` (the reference decoder), over the memory of the list's blocks,
+  holds exactly the list's blocks (same phys and order: none missing,
+  merged, split or reaching in; other clients' blocks elsewhere);
+* ``map`` == what tests/naive_radix.py or naive_v1.py read in the guest
+  (guest/naive.py), the whole map;
 * ``tracker`` (the drgn walker) == ``map``;
 * ``check``: no error, no unclaimed block, ``kho_workload`` owns exactly
   the list's blocks (its scatter items and its blob);
@@ -27,6 +31,7 @@ Time and peak memory of each command are recorded as ratios to the decoder
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -37,8 +42,23 @@ import kmod
 import qemu
 from results import read_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "bench"))
 import large_map  # noqa: E402
+
+#: the guest's runner, for S1's rule (its check_map) on the module's list:
+#: diff_over_truth; loaded by path under a name of its own, as
+#: vmtests/guest on sys.path would shadow the host's large, numa, luo...
+_spec = importlib.util.spec_from_file_location("guest_stage",
+                                               HERE / "guest" / "stage.py")
+guest_stage = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(guest_stage)
+#: runs as the naive readers give them (tests/naive_radix.py, nothing from
+#: kho_inspect), to hold the map against what it read in the guest
+_spec = importlib.util.spec_from_file_location(
+    "naive_radix", HERE.parent / "tests" / "naive_radix.py")
+naive_radix = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(naive_radix)
 
 MEMORY = "6G"
 #: lowmem, global, per-node scratch: the default (a share of the kernel's
@@ -87,13 +107,74 @@ def module_blocks(list_text: str) -> tuple[set[int], int]:
     return scatter, other
 
 
-def order0(ranges) -> set[int]:
-    """phys of every order-0 block in *ranges* (map/tracker JSON)."""
-    out = set()
-    for r in ranges or []:
-        if r["order"] == 0:
-            out.update(range(r["phys"], r["phys"] + r["count"] * PAGE, PAGE))
-    return out
+def module_runs(list_text: str) -> tuple[list[tuple[int, int, int]], int]:
+    """The ``(phys, order, count)`` runs of the blocks the module's
+    preserved items hold (a scatter item's order-0 blocks: one run when
+    gapless, one run a block otherwise; a blob's or folio's one block),
+    and how many of those blocks are the scatter items'; ValueError when
+    two items overlap."""
+    runs, scatter = [], 0
+    for ln in list_text.splitlines():
+        if ln.startswith("#") or not ln.strip():
+            continue
+        kv = dict(f.split("=", 1) for f in ln.split() if "=" in f)
+        if kv.get("state") != "preserved":
+            continue
+        phys = int(kv["phys"], 16)
+        if kv["kind"] == "scatter":
+            n, stride = int(kv["nr_pages"]), int(kv["stride"])
+            runs += ([(phys, 0, n)] if stride == 1 else
+                     [(phys + i * stride * PAGE, 0, 1) for i in range(n)])
+            scatter += n
+        elif kv["kind"] in ("blob", "folio"):
+            runs.append((phys, int(kv["order"]), 1))
+        else:
+            raise ValueError(f"unexpected item in the large plan: {ln}")
+    spans = sorted((p, p + n * (PAGE << o)) for p, o, n in runs)
+    for (_, end), (p, _) in zip(spans, spans[1:]):
+        if p < end:
+            raise ValueError(f"its items overlap at 0x{p:x}")
+    return runs, scatter
+
+
+def map_differs(mine: list[tuple[int, int, int]], ranges) -> str | None:
+    """Why the map's *ranges* (JSON) are not exactly the module's blocks
+    *mine* (:func:`module_runs`) over the memory those cover, or None:
+    S1's rule (guest/stage.py, diff_over_truth), as runs, n log n."""
+    missing, extra = guest_stage.diff_over_truth(
+        mine, [(r["phys"], r["order"], r["count"]) for r in ranges or []])
+    said = [f"{sum(n for *_, n in runs)} {what} (e.g. 0x{runs[0][0]:x} "
+            f"order {runs[0][1]})"
+            for runs, what in ((missing, "of its blocks missing"),
+                               (extra, "blocks not its own"))
+            if runs]
+    if not said:
+        return None
+    return (f"over the module's {sum(n for *_, n in mine)} blocks' memory "
+            "the map differs from its list: " + ", ".join(said))
+
+
+def naive_differs(said: dict | None, path: Path, ranges) -> str | None:
+    """Why the map's *ranges* (JSON) are not what guest/naive.py read in
+    the guest (*said*: its record in large-1.json; *path*: its runs), or
+    None; None too when it could not read the map (no debug info)."""
+    if not said or said.get("error"):
+        return (said or {}).get("error", "no reading")
+    if said.get("blocks") is None:
+        return None
+    theirs = read_json(path)
+    if theirs is None:
+        return f"no {path.name}"
+    mine = naive_radix.runs(
+        (r["phys"] + i * (PAGE << r["order"]), r["order"])
+        for r in ranges for i in range(r["count"]))
+    theirs = [tuple(r) for r in theirs]
+    if mine == theirs:
+        return None
+    diff = sorted(set(mine) ^ set(theirs))[:1]
+    return (f"{len(mine)} runs in the map, {len(theirs)} in the naive "
+            f"reading; first difference at 0x{diff[0][0]:x} order "
+            f"{diff[0][1]}")
 
 
 def traced_calls(path: Path, function: str) -> int | None:
@@ -125,11 +206,11 @@ def judge1(res: Path, out: Path, fig: dict) -> tuple[str | None, str]:
         return (f"{len(bad)} module command(s) failed: {bad[0]['cmd']}: "
                 f"{bad[0]['error']}"), ""
     try:
-        mine, other = module_blocks((res / "large-list.txt").read_text())
+        mine, scatter = module_runs((res / "large-list.txt").read_text())
     except (OSError, ValueError, KeyError) as e:
         return f"module list: {e}", ""
-    if len(mine) < MIN_BLOCKS:
-        return f"the module preserved only {len(mine)} blocks", ""
+    if scatter < MIN_BLOCKS:
+        return f"the module preserved only {scatter} blocks", ""
     if g.get("trace_start"):
         return f"trace --summary: {g['trace_start']}", ""
     if (g.get("untraced") or {}).get("error"):
@@ -157,11 +238,13 @@ def judge1(res: Path, out: Path, fig: dict) -> tuple[str | None, str]:
     img = read_json(out / "image-map.json")
     if not (m and t and chk and img):
         return "a command's JSON did not parse", ""
-    have = order0(m["ranges"])
-    lost = mine - have
-    if lost:
-        return (f"map lacks {len(lost)} of the module's {len(mine)} blocks "
-                f"(e.g. 0x{min(lost):x})"), ""
+    differs = map_differs(mine, m["ranges"])
+    if differs:
+        return differs, ""
+    differs = naive_differs(g.get("naive"), res / "large-naive.json",
+                            m["ranges"])
+    if differs:
+        return f"map against the naive reader: {differs}", ""
     if t["ranges"] != m["ranges"]:
         return "tracker != map", ""
     if img["ranges"] != m["ranges"]:
@@ -172,13 +255,14 @@ def judge1(res: Path, out: Path, fig: dict) -> tuple[str | None, str]:
         f = (errors or unclaimed)[0]
         return f"check: {f['id']}: {f['message'][:150]}", ""
     owned = chk["owners"].get("kho_workload", {}).get("blocks")
-    if owned != len(mine) + other:
+    listed = sum(n for *_, n in mine)
+    if owned != listed:
         return (f"check: kho_workload owns {owned} blocks, its list "
-                f"{len(mine) + other}"), ""
+                f"{listed}"), ""
     return None, (f"{fig['blocks']} blocks in {fig['runs']} runs ("
-                  f"{len(mine)} the module's, every call counted by trace "
-                  "--summary): map, tracker, capture agree with its list; "
-                  "check: no error, all owned")
+                  f"{scatter} the module's, every call counted by trace "
+                  "--summary): map == its list over its blocks' memory, "
+                  "tracker, capture == map; check: no error, all owned")
 
 
 def judge2(res: Path, out: Path, fig: dict, mine: set[int],

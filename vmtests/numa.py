@@ -67,6 +67,10 @@ def judge(res: Path, why: str | None) -> tuple[str, str]:
     if a.get("insmod") or a.get("numa") != "ok":
         return "fail", (f"module: insmod {a.get('insmod')}, numa: "
                         f"{a.get('numa')}")
+    nv = a.get("naive") or {"error": "not run"}
+    if nv.get("error") or nv.get("differs"):
+        return "fail", ("map against the naive reader: "
+                        + (nv.get("error") or nv.get("differs")))
     item = _item(a["list"])
     chk = read_json(res / "numa-1-check.json")
     if chk is None or not item:
@@ -105,7 +109,9 @@ def judge(res: Path, why: str | None) -> tuple[str, str]:
         return "fail", (f"predicted {sorted(map(hex, predicted))}, the "
                         f"kernel left {sorted(map(hex, kernel))} marked, "
                         f"check --incoming saw {sorted(map(hex, seen))}")
-    return "pass", (f"run {item['phys']} +{item['nr_pages']} pages across "
+    return "pass", ((f"map == naive reader ({nv['blocks']} blocks); "
+                     if nv.get("blocks") is not None else "") +
+                    f"run {item['phys']} +{item['nr_pages']} pages across "
                     f"nodes: check --next predicted "
                     f"{', '.join(map(hex, sorted(predicted)))} skipped; "
                     f"{b['uname']}'s kho_restore_pages returned the run and "

@@ -11,7 +11,9 @@ before the kexec):
 * ``check --next $(uname -r)`` names each of the module's blocks above
   MAX_PAGE_ORDER (the 2048-page run: one order-11 block) and predicts its
   fate: "refuses" or "no order check". The prediction is written to
-  ``s8-plan.json`` and judged in stage 2 against what the kernel did;
+  ``s8-plan.json`` and judged in stage 2 against what the kernel did. Its
+  warnings are exactly an ``order`` and a ``next-order`` finding on each
+  such block (:func:`judge_warnings1`);
 * the plan for stage 2: one preserved folio the module will leave
   unrestored (``restore=`` lists every other id; S6 loads the module);
 * ``status`` accounts for the scratch areas as /proc/meminfo sees them
@@ -23,7 +25,8 @@ all but the planned item): ``check --incoming --json`` exits 0 with no
 error, lists the left folio as preserved, unrestored and owned by
 ``kho_workload``, lists no block of a restored item, claims every still
 marked block, and each big block's fate (restored / failed) is the one
-stage 1 predicted. 6.16/6.17 mark head pages with a bare order, so the
+stage 1 predicted. Every warning is an expected ``unrestored`` block with
+its owner, and each expected one is there (:func:`judge_warnings2`). 6.16/6.17 mark head pages with a bare order, so the
 unrestored blocks cannot be enumerated there: a skip naming that lack.
 """
 
@@ -66,6 +69,109 @@ def _blocks(ranges) -> dict:
 def _errors(doc) -> list[str]:
     return [f"{f['id']} {f['message']}" for f in doc["findings"]
             if f["severity"] == "error"]
+
+
+def _finding_blocks(f) -> list:
+    """The (phys, order) blocks a finding names ([] when it names none)."""
+    if f.get("phys") is None or f.get("order") is None:
+        return []
+    step = 4096 << f["order"]
+    return [(f["phys"] + i * step, f["order"])
+            for i in range(f.get("count") or 1)]
+
+
+def _where(f) -> str:
+    return f"{f['id']} {f['message'][:120]}"
+
+
+def judge_warnings1(findings: list, big: set) -> list[str]:
+    """Stage 1's warnings (``check --next`` this same release) against the
+    expected set: an ``order`` and a ``next-order`` finding on each block of
+    *big* (the module's blocks above MAX_PAGE_ORDER, ``(phys, order)``),
+    and no other warning. Returns the failures."""
+    want = {(i, b) for b in big for i in ("order", "next-order")}
+    got, fails = set(), []
+    for f in findings:
+        if f["severity"] != "warning":
+            continue
+        keys = {(f["id"], b) for b in _finding_blocks(f)}
+        if not keys or not keys <= want:
+            fails.append(f"unexpected warning: {_where(f)}")
+        got |= keys
+    fails += [f"no {i} warning for the module's block 0x{p:x} order {o}"
+              for i, (p, o) in sorted(want - got)]
+    return fails
+
+
+#: Sub-FDT blobs their owner reads in place and never restores, so they
+#: stay preserved and unrestored in the next kernel: kexec-metadata
+#: (kernel/liveupdate/kexec_handover.c, kho_in_kexec_metadata(): 7.1+,
+#: phys_to_virt() of the blob). test_kho's blob, its FDT folio, is judged
+#: from test_kho's own state instead; kho_workload restores its blob.
+BLOBS_LEFT = ("kexec-metadata",)
+
+
+def judge_warnings2(findings: list, items: list, kho_test_fdt: set,
+                    pages: dict) -> list[str]:
+    """Stage 2's warnings (``check --incoming``) against the expected set.
+
+    Expected, each as one ``unrestored`` warning with that owner: every
+    block of the module's items it left unrestored or failed to restore
+    (its list: *items*), ``kho_workload``; test_kho's FDT folio
+    (*kho_test_fdt*, from its state in stage 1), ``kho_test``. Also
+    accepted: a block holding a page of *pages* (``{phys: owner}``: the
+    root FDT, ``kho``, and the :data:`BLOBS_LEFT` blobs, as the kernel
+    hands them over) with that owner. Any other warning fails, and so does
+    an expected block with no warning. Returns the failures."""
+    want = {b: WORKLOAD for it in items
+            if it.get("state") in ("unrestored", "failed")
+            for b in item_blocks(it)}
+    want.update({tuple(b): "kho_test" for b in kho_test_fdt})
+    seen, fails = set(), []
+    for f in findings:
+        if f["severity"] != "warning":
+            continue
+        blocks = _finding_blocks(f)
+        if f["id"] != "unrestored" or not blocks:
+            fails.append(f"unexpected warning: {_where(f)}")
+            continue
+        for b in blocks:
+            end = b[0] + (4096 << b[1])
+            held = {w for p, w in pages.items() if b[0] <= p < end}
+            if (want[b] != f["owner"]) if b in want else \
+                    (held != {f["owner"]}):
+                fails.append(f"unexpected unrestored block 0x{b[0]:x} "
+                             f"order {b[1]} owned by {f['owner']}")
+            seen.add(b)
+    fails += [f"no unrestored warning for 0x{p:x} order {o} ({w})"
+              for (p, o), w in sorted(want.items()) if (p, o) not in seen]
+    return fails
+
+
+def left_pages(in_fdt: Path, setup_data: Path = Path(
+        "/sys/kernel/boot_params/setup_data")) -> dict:
+    """``{phys: owner}`` of the pages handed over that nobody restores: the
+    root FDT (x86 setup_data of type 10, SETUP_KEXEC_KHO: its first u64),
+    ``kho``; the blobs of :data:`BLOBS_LEFT` (their ``preserved-data``, 7.1+,
+    or ``fdt`` property in the incoming FDT *in_fdt*)."""
+    from stage import fdt_props
+    out = {}
+    for d in sorted(setup_data.glob("*")):
+        try:
+            if int((d / "type").read_text().strip(), 0) == 10:
+                out[int.from_bytes((d / "data").read_bytes()[:8],
+                                   "little")] = "kho"
+        except (OSError, ValueError):
+            continue
+    try:
+        props = fdt_props(in_fdt.read_bytes())
+    except (OSError, ValueError):
+        return out
+    for name in BLOBS_LEFT:
+        v = props.get(f"{name}/preserved-data", props.get(f"{name}/fdt"))
+        if v is not None and len(v) == 8:
+            out[int.from_bytes(v, "little")] = name
+    return out
 
 
 def _picture(results: Path, fails: list, info: dict) -> None:
@@ -139,6 +245,7 @@ def stage1(results: Path) -> dict:
     info["owners"] = {k: v["blocks"] for k, v in doc["owners"].items()}
     info["warnings"] = sorted({f["id"] for f in doc["findings"]
                                if f["severity"] == "warning"})
+
     if "(unclaimed)" in doc["owners"]:
         un = [f["message"] for f in doc["findings"]
               if f["id"] == "unclaimed"]
@@ -168,6 +275,7 @@ def stage1(results: Path) -> dict:
                 if "no order check" in msg else "?")
         predictions[str(it["id"])] = fate
     info["next_order"] = predictions
+    fails += judge_warnings1(doc["findings"], set(big))
     if not big:
         fails.append("the module holds no block above MAX_PAGE_ORDER (S6's "
                      "2048-page run): nothing to predict")
@@ -259,6 +367,16 @@ def stage2(results: Path) -> dict:
             fails.append(f"item {iid}: refused, but not listed as "
                          "unrestored and owned by kho_workload")
     info["fates"] = fates
+    try:
+        truth = json.loads((results / "truth.json").read_text())
+        fdt = {(f["phys"], f["order"]) for f in truth["folios"]
+               if f.get("what") == "fdt"}
+    except (OSError, ValueError, KeyError) as e:
+        fails.append(f"no test_kho truth from stage 1: {e}")
+        fdt = set()
+    pages = left_pages(results / "in-fdt.bin")
+    info["left_pages"] = {f"0x{p:x}": w for p, w in pages.items()}
+    fails += judge_warnings2(doc["findings"], items, fdt, pages)
     if fails:
         return {"status": "fail", "reason": "; ".join(fails), **info}
     return {"status": "pass", "reason": (

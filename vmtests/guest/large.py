@@ -6,7 +6,9 @@ gapless or one every other page, one kho_preserve_folio call each) while
 ``trace --summary`` counts the calls in the kernel (``large-trace.jsonl``),
 then one more scatter item with the tracer detached (the untraced rate),
 kho-v1 finalizes, the module's own ``list`` is saved as ``large-list.txt``
-(the truth the host compares every view with), and the host is asked for a
+(the truth the host compares every view with), guest/naive.py reads the
+map (``large-naive.json``, runs), and the host is
+asked for a
 dump (``large-dump-request-1``,
 acked by ``large-dump-done-1``); then ``kexec -s -l`` the same kernel with
 ``stage=large-2`` and ``kexec -e``.
@@ -21,11 +23,13 @@ The guest judges nothing; vmtests/large.py does, from the dumps.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import time
 from pathlib import Path
 
+import naive
 import own_boot
 from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
 import trace_checks             # S6's tracer runner and module loader
@@ -76,6 +80,22 @@ def dump(n: int, out: dict, name: str) -> None:
     save(name, out)
 
 
+def naive_reading(out: dict) -> None:
+    """The outgoing map as guest/naive.py reads it, as runs in
+    ``large-naive.json`` for the host to hold its map against."""
+    t = time.monotonic()
+    try:
+        blocks = naive.outgoing_blocks(naive.program(debug_info=True))
+    except Exception as e:          # judged by the host
+        out["naive"] = {"error": f"{type(e).__name__}: {e}"}
+        return
+    out["naive"] = {"blocks": None if blocks is None else len(blocks),
+                    "secs": round(time.monotonic() - t, 1)}
+    if blocks is not None:
+        (RESULTS / "large-naive.json").write_text(json.dumps(
+            naive._reader().runs(blocks)))
+
+
 def stage1(out: dict) -> None:
     out["meminfo_boot"] = meminfo()
     out["insmod"] = insmod(RESULTS)         # None, or why not
@@ -114,6 +134,7 @@ def stage1(out: dict) -> None:
             out["finalize"] = f"error: {e}"
         out["finalize_secs"] = round(time.monotonic() - t, 2)
     (RESULTS / "large-list.txt").write_text(LIST.read_text())
+    naive_reading(out)
     save("large-1.json", out)
     dump(1, out, "large-1.json")
     if kexec_load("large", next_cmdline("large-1", "large-2"), out,

@@ -11,7 +11,8 @@ preserve (which pins, and may migrate, its folios). kho-v1 6.19/7.0
 serializes the map again (finalize) after the preserve. ``check --json``
 must find no error, no unclaimed block, and every memfd page owned by
 ``LUO`` (the live walk of LUO's sessions: the sub-node holds them only from
-the kexec on). Then ``kexec -s -l`` the same kernel with ``stage=luo-2``.
+the kexec on), and its blocks must be what guest/naive.py reads in the
+map. Then ``kexec -s -l`` the same kernel with ``stage=luo-2``.
 
 ``stage=luo-2`` (KHO boot, the session not retrieved): ``check --incoming
 --json`` must list every memfd page as preserved, not restored and owned by
@@ -30,6 +31,7 @@ import os
 import struct
 from pathlib import Path
 
+import naive
 import own_boot
 from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
 
@@ -110,13 +112,19 @@ def stage1() -> dict:
         return {"status": "fail", "reason": f"check rc={rc}: {err}"}
     bad = _errors(doc) + [f"memfd page {b}" for b in
                           not_owned(doc["ranges"], plan)]
+    nv = naive.check(doc["ranges"])     # the map read again, naively
+    if nv.get("error") or nv.get("differs"):
+        bad.append("check's ranges against the naive reader: "
+                   + (nv.get("error") or nv["differs"]))
     if rc != 0 or bad:
         return {"status": "fail", "reason": f"check rc={rc}: "
                 + "; ".join(bad[:3])}
     return {"status": "pass", "reason": (
         f"session {SESSION}: all {PAGES} memfd pages (pagemap) owned by "
         f"LUO; LUO owns {doc['owners']['LUO']['blocks']} blocks; no error, "
-        "nothing unclaimed")}
+        "nothing unclaimed" + (f"; map == naive reader "
+                               f"({nv['blocks']} blocks)"
+                               if nv.get("blocks") is not None else ""))}
 
 
 def stage2() -> dict:

@@ -4,7 +4,8 @@
 8192-page boundary): the kho_workload module preserves ``numa 8192``: 32
 MiB from the 32 MiB-aligned page below node 0's end, with kho_preserve_pages
 (7.1+ splits it where the node changes). ``map --json`` and ``check --next
-$(uname -r) --json`` record what kho_inspect sees and predicts; then ``kexec
+$(uname -r) --json`` record what kho_inspect sees and predicts (and
+guest/naive.py reads the map again, naively, against ``map``'s); then ``kexec
 -s -l`` the same kernel with ``stage=numa-2`` and ``kexec -e``.
 
 ``stage=numa-2`` (KHO boot): the module is loaded and restores the run with
@@ -19,9 +20,11 @@ the kernel did.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
+import naive
 import own_boot
 from own_boot import RESULTS, kexec_exec, kexec_load, next_cmdline, save
 from trace_checks import insmod
@@ -60,6 +63,11 @@ def stage1(out: dict) -> None:
         out["numa"] = f"error: {e}"
     out["list"] = LIST.read_text()
     out["map"] = cli("numa-1-map.json", "map", "--json")
+    try:                    # the map read a second time, naively
+        ranges = json.loads((RESULTS / "numa-1-map.json").read_text())
+        out["naive"] = naive.check(ranges["ranges"])
+    except (OSError, ValueError, KeyError) as e:
+        out["naive"] = {"error": f"map --json: {e}"}
     out["check"] = cli("numa-1-check.json", "check", "--next",
                        os.uname().release, "--json")
     save("numa-1.json", out)

@@ -22,6 +22,7 @@ turns any other skip into a failure).
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -205,8 +206,11 @@ def test_kho_truth(prog) -> dict:
                 raise AssertionError(
                     f"folios_info[{i}]={v:#x} disagrees with folio "
                     f"{f['phys']:#x}/{f['order']}")
+    vmalloc = []
     if "fdt" in members and int(st.fdt):
         folios.append(folio_entry(st.fdt, "fdt"))
+        if "folios_info" in members and int(st.folios_info):
+            vmalloc = test_kho_vmalloc(prog, st)
     preserved = None
     if "nr_folios_preserved" in members:
         preserved = int(st.nr_folios_preserved)
@@ -217,7 +221,74 @@ def test_kho_truth(prog) -> dict:
     return {"members": members, "nr_folios": nr, "bitmap_bytes": bitmap_bytes,
             "source": source,
             "nr_folios_preserved": preserved, "folios": folios,
+            "vmalloc": vmalloc,
             "folios_info_checked": info is not None and source != "test_kho FDT /data/folios_info"}
+
+
+def naive_truth(prog, res: dict) -> None:
+    """The map S4 captured, read a second time in the kernel's memory by
+    guest/naive.py (nothing from kho_inspect), saved as runs in
+    ``map-naive.json``: what the host holds the capture against (S4) and
+    vmtests/promote_samples.py ships as the sample's truth."""
+    if prog is None:
+        res["naive_error"] = "no drgn program (see truth_error)"
+        return
+    try:
+        import naive
+        blocks = naive.outgoing_blocks(prog)
+    except Exception as e:
+        res["naive_error"] = f"{type(e).__name__}: {e}"
+        return
+    if blocks is None:
+        res["naive_error"] = "the map cannot be read without debug info"
+        return
+    write_json("map-naive.json", {
+        "runs": naive._reader().runs(blocks),
+        "read_by": "vmtests/guest/naive.py (tests/naive_*.py), drgn "
+                   "physical reads of the live kernel"})
+
+
+def test_kho_vmalloc(prog, st) -> list[dict]:
+    """The blocks of test_kho's vmalloc'd ``folios_info`` array (6.18+), which
+    it preserves with kho_preserve_vmalloc() and restores in the next kernel.
+
+    Read from the kernel's own records, not from KHO's map: the area's pages
+    as its ``struct vm_struct`` lists them (a block of ``1 << page_order``
+    pages each, as kho_preserve_vmalloc() preserves them), and the
+    ``struct kho_vmalloc_chunk`` pages chained from the ``struct
+    kho_vmalloc`` test_kho put in its FDT (``/data/folios_info``), one
+    order-0 page each. Returns ``[{"phys", "order", "what"}]``.
+    """
+    from drgn import Object, cast
+    from drgn.helpers.linux.mm import (find_vmap_area, page_to_phys,
+                                       page_to_virt, phys_to_virt)
+
+    vm = find_vmap_area(prog, int(st.folios_info)).vm
+    try:
+        order = int(vm.page_order)
+    except AttributeError:      # no CONFIG_HAVE_ARCH_HUGE_VMALLOC
+        order = 0
+    out = [{"phys": int(page_to_phys(vm.pages[i])), "order": order,
+            "what": f"folios_info page {i}"}
+           for i in range(0, int(vm.nr_pages), 1 << order)]
+    va = int(page_to_virt(cast("struct page *", st.fdt)))
+    blob = prog.read(va, int.from_bytes(prog.read(va + 4, 4), "big"))
+    prop = fdt_props(blob).get("data/folios_info")
+    desc_t = prog.type("struct kho_vmalloc")
+    if prop is None or len(prop) != desc_t.size:
+        raise AssertionError(f"test_kho FDT /data/folios_info is "
+                             f"{None if prop is None else len(prop)} bytes, "
+                             f"not a struct kho_vmalloc ({desc_t.size})")
+    phys = int(Object.from_bytes_(prog, desc_t, prop).first.phys)
+    chunk_t = prog.type("struct kho_vmalloc_chunk *")
+    seen = set()
+    while phys and phys not in seen and len(seen) < 4096:
+        seen.add(phys)
+        out.append({"phys": phys, "order": 0,
+                    "what": f"kho_vmalloc chunk {len(seen) - 1}"})
+        chunk = Object(prog, chunk_t, int(phys_to_virt(prog, phys)))
+        phys = int(chunk.hdr.next.phys)
+    return out
 
 
 def check_map(truth: dict, mapj: dict) -> list[str]:
@@ -231,21 +302,93 @@ def check_map(truth: dict, mapj: dict) -> list[str]:
     block (another order, a neighbour) inside one.
     """
     want = {(f["phys"], f["order"]): f["what"] for f in truth["folios"]}
-    extents = sorted((p, p + (4096 << o)) for p, o in want)
-    got = set()
-    for r in mapj.get("ranges", []):
-        rp, bs = int(r["phys"]), 4096 << int(r["order"])
-        rend = rp + int(r["count"]) * bs
-        for a, b in extents:
-            if a < rend and rp < b:
-                first = max(0, (a - rp) // bs)
-                last = min(int(r["count"]), (b - rp + bs - 1) // bs)
-                got.update((rp + i * bs, int(r["order"]))
-                           for i in range(first, last))
+    missing, extra = diff_over_truth(
+        [(p, o, 1) for p, o in want],
+        [(int(r["phys"]), int(r["order"]), int(r["count"]))
+         for r in mapj.get("ranges", [])])
     out = [f"{want[b]} {b[0]:#x}/order {b[1]} missing"
-           for b in sorted(set(want) - got)]
+           for b in sorted(run_blocks(missing))]
     out += [f"map block {p:#x}/order {o} overlaps test_kho's folios"
-            for p, o in sorted(got - set(want))]
+            for p, o in sorted(run_blocks(extra))]
+    return out
+
+
+def diff_over_truth(truth, ranges) -> tuple[list, list]:
+    """(missing, extra): where the map's blocks differ from the truth's,
+    over the truth's memory, as sorted ``(phys, order, count)`` runs.
+
+    *truth* and *ranges* are such runs (``count`` blocks of ``4096 <<
+    order`` bytes from ``phys`` on): the truth's are a client's own record
+    of what it preserved, the map's what KHO holds. Over the memory the
+    truth's blocks cover, the map's blocks must be exactly the truth's:
+    *missing* are the truth's blocks the map lacks (or holds at another
+    order), *extra* the map's blocks that overlap that memory but are not
+    the truth's (another order, a neighbour reaching in). Map blocks
+    elsewhere are other clients'. Sort and sweep over runs and extents,
+    n log n in their number: no set of pages or blocks.
+    """
+    extents = _union((p, p + (4096 << o) * n) for p, o, n in truth if n > 0)
+    ends = [b for _, b in extents]
+    near = []                   # the map's blocks over the truth's memory
+    for rp, o, n in ranges:
+        bs = 4096 << o
+        rend = rp + n * bs
+        i = bisect.bisect_right(ends, rp)
+        while i < len(extents) and extents[i][0] < rend:
+            a, b = extents[i]
+            first, last = max(0, (a - rp) // bs), min(n, -((rp - b) // bs))
+            if first < last:
+                near.append((rp + first * bs, o, last - first))
+            i += 1
+    want, got = _grids(truth), _grids(near)
+    return tuple(sorted((a, o, (b - a) // (4096 << o))
+                        for (o, r), spans in xs.items()
+                        for a, b in _minus(spans, ys.get((o, r), [])))
+                 for xs, ys in ((want, got), (got, want)))
+
+
+def run_blocks(runs):
+    """(phys, order) of every block of the ``(phys, order, count)`` runs."""
+    return [(p + i * (4096 << o), o) for p, o, n in runs for i in range(n)]
+
+
+def _union(spans) -> list[tuple[int, int]]:
+    """The sorted, disjoint ``[start, end)`` spans covering *spans* (spans
+    that touch merged)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _grids(runs) -> dict:
+    """The spans of the ``(phys, order, count)`` *runs* by grid: ``(order,
+    phys % block size)``, on which one block of that order can start."""
+    out: dict = {}
+    for p, o, n in runs:
+        if n > 0:
+            bs = 4096 << o
+            out.setdefault((o, p % bs), []).append((p, p + n * bs))
+    return {k: _union(v) for k, v in out.items()}
+
+
+def _minus(xs, ys) -> list[tuple[int, int]]:
+    """The parts of the sorted, disjoint spans *xs* outside those of *ys*."""
+    out, j = [], 0
+    for a, b in xs:
+        while j < len(ys) and ys[j][1] <= a:
+            j += 1
+        k = j
+        while a < b and k < len(ys) and ys[k][0] < b:
+            if ys[k][0] > a:
+                out.append((a, ys[k][0]))
+            a = max(a, ys[k][1])
+            k += 1
+        if a < b:
+            out.append((a, b))
     return out
 
 
@@ -384,6 +527,7 @@ def stage1(args: dict) -> None:
         res["timings"]["capture"] = round(time.monotonic() - t, 1)
         (RESULTS / "capture.stderr").write_text(r.stderr)
         core = RESULTS / "capture.core"
+        naive_truth(locals().get("prog"), res)
         if r.returncode == 0 and core.exists() and core.stat().st_size > 0:
             sc["S4"] = result("pass", f"{core.stat().st_size} bytes",
                               size=core.stat().st_size)

@@ -20,16 +20,17 @@ the scribbled block must be ``corrupted`` (still preserved, content
 changed) and it alone; then the module is loaded (``load_module``), restores
 its items, and its own list must say ``state=mismatch`` for the scribbled
 item (its own checksum agrees). If the module had already restored it, the
-block must be ``restored, changed``. On 6.16/6.17 (no KHO_PAGE_MAGIC) the
-kernel cannot tell preserved from restored: the block must show as
-changed, and the verdict is a skip naming the missing feature.
+block must be ``restored, changed``. On every kernel the blocks of the
+module's other items (saved in stage 1) must be listed unchanged. On
+6.16/6.17 (no KHO_PAGE_MAGIC) the kernel cannot tell preserved from
+restored: content is judged alone (:func:`judge_content`), and the
+verdict says so.
 
 NOTE for the S6 stage 2 check: the scribbled item is restored with a
 checksum mismatch on purpose; its id is ``stage1["item"]["id"]``.
 
-Both return the stage runner's verdict dict: ``status`` (pass, fail, skip)
-and ``reason``, the same under ``verdict`` and ``detail``, ``lacks`` only for
-a skip, plus details.
+Both return the stage runner's verdict dict: ``status`` (pass, fail) and
+``reason``, the same under ``verdict`` and ``detail``, plus details.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import os
 import sys
 from pathlib import Path
 
-from trace_checks import LIST, ctl as _ctl, insmod, module_items, run_quiet
+from trace_checks import (LIST, ctl as _ctl, insmod, item_blocks,
+                          module_items, run_quiet)
 
 CTL = Path("/sys/kernel/debug/kho_workload/ctl")
 FINALIZE = Path("/sys/kernel/debug/kho/out/finalize")
@@ -111,6 +113,11 @@ def stage1_verify(run, results_dir) -> dict:
                         "scribble on", **info)
     item = max(folios, key=lambda it: (it["order"], -it["id"]))
     info["item"] = {k: item[k] for k in ("id", "phys", "order", "csum")}
+    # what nobody writes to until the module restores it in stage 2
+    info["untouched"] = sorted(
+        b for it in _items() if it.get("state") == "preserved"
+        and it["id"] != item["id"] and it["kind"] != "blob"
+        for b in item_blocks(it))
     core = results / "hashes.core"
     r = _cli(run, "capture", "--hashes", "-o", str(core), "--json")
     (results / "verify-capture.stderr").write_text(r.stderr)
@@ -161,6 +168,31 @@ def stage1_verify(run, results_dir) -> dict:
                     **info)
 
 
+def judge_content(states: dict, key: tuple, untouched: list) -> list[str]:
+    """What verify's content comparison must say in the next kernel,
+    whatever the kernel can tell about states: the scribbled block *key*
+    changed and not intact; every block of the module's other items
+    (*untouched*, saved in stage 1, ``(phys, order)``) listed with its
+    content unchanged. *states* is ``{(phys, order): block}`` of ``verify
+    --json``. Returns the failures."""
+    fails = []
+    b = states.get(key)
+    if b is None:
+        fails.append(f"scribbled block {key[0]:#x} not in verify")
+    elif b["matches"] is not False or b["state"] == "intact":
+        fails.append(f"scribbled block: {b['state']} matches="
+                     f"{b['matches']}, want changed")
+    bad = [(tuple(u), states.get(tuple(u))) for u in untouched]
+    bad = [(u, x) for u, x in bad if x is None or x["matches"] is not True]
+    if bad:
+        (p, o), x = bad[0]
+        fails.append(f"{len(bad)} blocks of the module's other items not "
+                     f"listed unchanged, e.g. {p:#x}/{o}: "
+                     + (f"{x['state']} matches={x['matches']}" if x
+                        else "not listed"))
+    return fails
+
+
 def stage2_verify(run, results_dir, stage1: dict | None = None,
                   load_module: bool = True) -> dict:
     results = Path(results_dir)
@@ -188,14 +220,11 @@ def stage2_verify(run, results_dir, stage1: dict | None = None,
     ev = doc.get("evidence", {})
     magic = ev.get("held") is not None and bool(ev.get("exact"))
     info["magic"] = magic
-    if b is None:
-        fails.append(f"scribbled block {item['phys']:#x} not in verify")
-    elif not magic:
-        lacks = ("KHO_PAGE_MAGIC (6.18+): preserved, restored and lost "
-                 "blocks cannot be told apart, only content")
-        if b["matches"] is not False:
-            fails.append(f"scribbled block: {b['state']} matches="
-                         f"{b['matches']}, want changed")
+    fails += judge_content(st, key, stage1.get("untouched", []))
+    if b is None or not magic:
+        # 6.16/6.17: preserved, restored and lost blocks cannot be told
+        # apart (no KHO_PAGE_MAGIC); content is all there is to judge
+        lacks = "KHO_PAGE_MAGIC (6.18+)"
     elif was_loaded:
         if (b["state"], b["matches"]) != ("restored", False):
             fails.append(f"scribbled block (module already loaded): "
@@ -230,8 +259,11 @@ def stage2_verify(run, results_dir, stage1: dict | None = None,
                b["state"] != "corrupted" else "")
             + (f"; the module's restore: {info['module_state']}"
                if info.get("module_state") else ""))
+    text += (f"; the module's other {len(stage1.get('untouched', []))} "
+             "blocks unchanged")
     if lacks:
-        return _verdict("skip", text, lacks=lacks, **info)
+        text += (f" (content only: the kernel lacks {lacks}, so "
+                 "preserved, restored and lost look alike)")
     return _verdict("pass", text, **info)
 
 
