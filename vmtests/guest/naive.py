@@ -70,22 +70,23 @@ def outgoing_blocks(prog, fdt_path: Path = OUT_FDT, v1: bool = True
     tests/naive_radix.py (or, for "kho-v1", tests/naive_v1.py) reads it,
     pages read by drgn at their physical address. The root: the
     ``preserved-memory-map`` of the outgoing FDT (:func:`outgoing_fdt`, or
-    debugfs's *fdt_path* without debug info), or with no FDT
-    ``kho_out.radix_tree.root``. None when the map cannot be read so: no
-    FDT and no radix tree, kho-v1 without debug info (the bitmap size,
-    ``struct kho_mem_phys_bits``), or kho-v1 when *v1* is False (its map
-    is only the state of the last finalize)."""
+    debugfs's *fdt_path* without debug info), or, with no FDT or when *v1*
+    is False, ``kho_out.radix_tree.root``. None when the map cannot be
+    read so: no FDT and no radix tree, kho-v1 without debug info (the
+    bitmap size, ``struct kho_mem_phys_bits``), or kho-v1 when *v1* is
+    False (its map is only the state of the last finalize, and before the
+    first one in a KHO-booted kernel the FDT page holds anything)."""
     from stage import fdt_props
-    blob = outgoing_fdt(prog)
-    if blob is None and fdt_path.exists():
-        blob = fdt_path.read_bytes()
+    blob = None
+    if v1:      # else the radix tree alone: a kho-v1 FDT may be stale
+        blob = outgoing_fdt(prog)
+        if blob is None and fdt_path.exists():
+            blob = fdt_path.read_bytes()
     if blob is not None:
         props = fdt_props(blob)
         base = props["compatible"].split(b"\0")[0].split(b";")[0]
         root = int.from_bytes(props["preserved-memory-map"], "little")
         if base == b"kho-v1":
-            if not v1:
-                return None
             try:
                 size = prog.type("struct kho_mem_phys_bits").size
             except LookupError:
