@@ -243,3 +243,92 @@ def test_s9_content_wrong(guest, states, says):
     fails = guest("verify_checks").judge_content(states, SCRIBBLED,
                                                   OTHER_ITEM)
     assert any(says in f for f in fails), fails
+
+
+# S14: the kernel's own LUO selftests under kho-inspect.
+TOTALS_OK = "ok 15 liveupdate.many_files\n# Totals: pass:15 fail:0 xfail:0 " \
+    "xpass:0 skip:0 error:0\n"
+
+
+def test_s14_harness(guest):
+    judge = guest("selftests").judge_harness
+    assert judge(0, TOTALS_OK) is None
+    # exit 0 is not enough: without /dev/liveupdate every test skips
+    assert "totals" in judge(0, "# Totals: pass:0 fail:0 xfail:0 xpass:0 "
+                             "skip:15 error:0\n")
+    assert "totals" in judge(1, TOTALS_OK.replace("fail:0", "fail:1"))
+    assert "totals" in judge(1, TOTALS_OK)
+    assert "no '# Totals:'" in judge(0, "ok 1 liveupdate.open\n")
+
+
+def test_s14_tracer(guest):
+    judge = guest("selftests").judge_tracer
+    ok = [{"type": "check", "ok": True}, {"type": "end", "lost": 0}]
+    assert judge(0, ok) is None
+    assert judge(1, ok) == "trace rc=1"
+    assert "trace --check" in judge(0, [{"type": "check", "ok": False},
+                                        ok[1]])
+    assert "no check record" in judge(0, ok[1:])
+    assert "trace end" in judge(0, [ok[0], {"type": "end", "lost": 3}])
+
+
+def _doc(*ranges):
+    return {"ranges": [{"phys": p, "order": o, "count": n, "owner": w}
+                       for p, o, n, w in ranges]}
+
+
+def test_s14_new_blocks_must_be_luos(guest):
+    judge = guest("selftests").judge_new_blocks
+    before = _doc((0x1000000, 0, 2, "kho_test"))
+    assert judge(before, _doc((0x1000000, 0, 2, "kho_test"),
+                              (0x2000000, 0, 3, "LUO"))) is None
+    assert "preserved nothing" in judge(before, before)
+    assert "1 of 4 new blocks not owned by LUO" in judge(
+        before, _doc((0x1000000, 0, 2, "kho_test"), (0x2000000, 0, 3, "LUO"),
+                     (0x3000000, 1, 1, None)))
+
+
+def test_s14_retrieved(guest):
+    judge = guest("selftests").judge_retrieved
+    u1 = {(0x1000, 0), (0x2000, 0), (0x3000, 0), (0x8000, 1)}
+    own = {(0x1000, 0)}                   # what LUO never restores
+    assert judge(u1, own, [(0x2000, 1), (0x3000, 1), (0x8000, 2)]) is None
+    assert "nothing retrieved" in judge(u1, u1, [])
+    assert "not before" in judge(u1, own | {(0x9000, 0)}, [])
+    assert "still listed" in judge(u1, own | {(0x8000, 1)},
+                                   [(0x2000, 1), (0x8000, 2)])
+    # a restore of pages covering the block (nr_pages) counts
+    assert "still listed" in judge(u1, own | {(0x3000, 0)},
+                                   [(0x2000, 2)])
+
+
+LUTEST_1 = """\
+[    0.9] liveupdate test: Registered 3 FLBs with file handler: [memfd-v2]
+[   40.1] liveupdate test: liveupdate-test-flb-v0: preserve was triggered
+[   40.1] liveupdate test: liveupdate-test-flb-v1: preserve was triggered
+[   40.1] liveupdate test: liveupdate-test-flb-v2: preserve was triggered
+"""
+LUTEST_2 = """\
+[    0.9] liveupdate test: liveupdate-test-flb-v0: found flb data from the previous boot
+[    0.9] liveupdate test: liveupdate-test-flb-v1: found flb data from the previous boot
+[    0.9] liveupdate test: liveupdate-test-flb-v2: found flb data from the previous boot
+[    0.9] liveupdate test: Registered 3 FLBs with file handler: [memfd-v2]
+[   60.0] liveupdate test: liveupdate-test-flb-v0: finish was triggered
+[   60.0] liveupdate test: liveupdate-test-flb-v1: finish was triggered
+[   60.0] liveupdate test: liveupdate-test-flb-v2: finish was triggered
+"""
+
+
+def test_s14_in_kernel_test(guest):
+    judge = guest("selftests").judge_lutest
+    assert judge(LUTEST_1, 1) is None and judge(LUTEST_2, 2) is None
+    # stage 2's lines are not stage 1's, and the other way round
+    assert "preserve was triggered" in judge(LUTEST_2, 1)
+    assert "found flb data" in judge(LUTEST_1, 2)
+    # one FLB short
+    assert "want 3 FLBs" in judge(LUTEST_2.replace(
+        "flb-v2: finish was triggered", "flb-v1: finish was triggered"), 2)
+    assert "Registered" in judge("", 1)
+    assert "ERROR" in judge(LUTEST_2 + "[ 61.0] liveupdate test: "
+                            "liveupdate-test-flb-v0: ERROR - finish called "
+                            "with invalid object\n", 2)

@@ -41,7 +41,7 @@ def test_a_build_cut_short_names_only_what_it_saw():
 def test_the_ci_set_is_the_oldest_and_the_newest_layout():
     ci = kernels.select("ci")
     assert [k.name for k in ci] == ["6.17", "7.3"]
-    assert "512-byte" in ci[0].layout and ci[1].extra == "kho-numa.config"
+    assert "512-byte" in ci[0].layout and "kho-numa.config" in ci[1].extra
     assert [k.name for k in kernels.select("all")] == [
         k.name for k in kernels.KERNELS]
     assert [k.name for k in kernels.select("7.1.13,6.18")] == ["7.1", "6.18"]

@@ -42,11 +42,11 @@ class Kernel:
     layout: str         # KHO layout it exercises (docs/abi.md section 2.1)
     versions: tuple     # upstream versions to try, in order (orig tarballs)
     binary: str = ""    # or: a Debian binary package shipping the source
-    extra: str = ""     # a config fragment (in vmtests/) for this one only
+    extra: tuple = ()   # config fragments (in vmtests/) for this one only
 
     def fragments(self) -> list[Path]:
         """The config fragments of this kernel, in the order applied."""
-        return [FRAGMENT] + ([HERE / self.extra] if self.extra else [])
+        return [FRAGMENT] + [HERE / e for e in self.extra]
 
 
 KERNELS = [
@@ -55,11 +55,14 @@ KERNELS = [
            ("6.18.15", "6.18.12", "6.18.9", "6.18.5")),
     Kernel("6.19", "kho-v1, finalize from debugfs/LUO",
            ("6.19.11", "6.19.10", "6.19.6")),
-    Kernel("7.1", "kho-v3 radix tree", ("7.1.13", "7.1.3")),
+    # the kernel's own LUO test (kho-luo-test.config) where the tree has it
+    # (lib/tests/liveupdate.c, 7.1+): scenario S14 judges its verdict
+    Kernel("7.1", "kho-v3 radix tree", ("7.1.13", "7.1.3"),
+           extra=("kho-luo-test.config",)),
     # NUMA (kho-numa.config) on the newest kernel only: scenario S12 needs
     # two nodes, and one rebuild keeps the other four builds cached
     Kernel("7.3", "kho-v4 radix tree", (), binary="linux-source-7.3",
-           extra="kho-numa.config"),
+           extra=("kho-numa.config", "kho-luo-test.config")),
 ]
 
 

@@ -789,6 +789,9 @@ def main() -> int:
         elif stage.startswith("luo"):                       # S13 (luo.py)
             import luo
             luo.main(args)
+        elif stage.startswith("selftests"):           # S14 (selftests.py)
+            import selftests
+            selftests.main(args)
         else:
             (stage1 if stage == "1" else stage2)(args)
     except Exception:
