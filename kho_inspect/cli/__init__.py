@@ -14,7 +14,7 @@ import sys
 
 # Importing this module stays cheap (the console script imports it before
 # entry() can make Ctrl-C quiet); the commands import what they use.
-from .. import samples
+from .. import __version__, samples
 from ..abi import v1
 from ..errors import KhoError
 
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "preserved-memory map, and (with debug info) the "
                     "kernel's own tracker.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    ap.add_argument("--version", action="version",
+                    version=f"kho-inspect {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("fdt", help="decode the root FDT and its sub-nodes",
