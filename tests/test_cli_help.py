@@ -37,3 +37,40 @@ def test_version_has_one_place():
     assert doc["project"]["dynamic"] == ["version"]
     assert doc["tool"]["setuptools"]["dynamic"]["version"] == {
         "attr": "kho_inspect.__version__"}
+
+
+COMMANDS = ("fdt", "map", "capture", "status", "tracker", "incoming",
+            "trace", "picture", "verify", "check")
+
+
+def _help(capsys, monkeypatch, *argv):
+    monkeypatch.setenv("COLUMNS", "80")     # argparse wraps to the terminal
+    rc, out, err = run(capsys, *argv, "--help")
+    assert (rc, err) == (0, ""), err
+    return out
+
+
+def test_every_command_has_a_one_line_summary(capsys, monkeypatch):
+    """Each command's summary is its one line in 'kho-inspect --help' and
+    the paragraph under the usage of its own --help."""
+    top = _help(capsys, monkeypatch).splitlines()
+    listed = {}
+    for line in top[top.index("  COMMAND") + 1:]:
+        if not line.strip():
+            break
+        assert line.startswith("    ") and not line.startswith("     "), \
+            f"a summary on two lines: {line!r}"
+        name, summary = line.split(None, 1)
+        listed[name] = summary
+    assert tuple(listed) == COMMANDS
+    for name, summary in listed.items():
+        own = _help(capsys, monkeypatch, name)
+        paragraphs = own.split("\n\n")
+        assert paragraphs[0].startswith(f"usage: kho-inspect {name} ")
+        assert paragraphs[1] == summary, name
+
+
+@pytest.mark.parametrize("argv", [()] + [(c,) for c in COMMANDS])
+def test_help_within_80_columns(capsys, monkeypatch, argv):
+    out = _help(capsys, monkeypatch, *argv)
+    assert [x for x in out.splitlines() if len(x) > 80] == []

@@ -18,10 +18,13 @@ from .. import __version__, samples
 from ..abi import v1
 from ..errors import KhoError
 
+DESCRIPTION = """\
+Inspect Linux Kexec HandOver (KHO) state: the FDT, the preserved-memory map,
+and (with debug info) the kernel's own tracker."""
 EPILOG = """\
 examples:
-  kho-inspect map --sample             # decode a bundled image from a real kernel
-  kho-inspect map                      # the running kernel's outgoing map (root)
+  kho-inspect map --sample             # a bundled image from a real kernel
+  kho-inspect map                      # the running kernel's outgoing map
   kho-inspect fdt --incoming           # what the previous kernel handed over
   kho-inspect map --core vmcore -s vmlinux --json
   kho-inspect fdt --fdt /sys/kernel/debug/kho/out/fdt
@@ -44,6 +47,17 @@ def _addr(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a 64-bit physical address: "
                                          f"{text!r}")
     return n
+
+
+def add_command(sub, name: str, summary: str, func, epilog: str | None = None
+                ) -> argparse.ArgumentParser:
+    """Add the subcommand *name* running *func*: its one-line *summary* is
+    its line in ``kho-inspect --help`` and heads its own ``--help``."""
+    p = sub.add_parser(name, help=summary, description=summary,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=epilog)
+    p.set_defaults(func=func)
+    return p
 
 
 class Parser(argparse.ArgumentParser):
@@ -218,27 +232,22 @@ def cmd_capture(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="kho-inspect",
-        description="Inspect Linux Kexec HandOver (KHO) state: the FDT, the "
-                    "preserved-memory map, and (with debug info) the "
-                    "kernel's own tracker.",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     ap.add_argument("--version", action="version",
                     version=f"kho-inspect {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("fdt", help="decode the root FDT and its sub-nodes",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  kho-inspect fdt --sample\n"
-                              "  kho-inspect fdt --incoming --json\n")
+    p = add_command(sub, "fdt", "decode the root FDT and its sub-nodes",
+                    cmd_fdt, epilog="examples:\n  kho-inspect fdt --sample\n"
+                                    "  kho-inspect fdt --incoming --json\n")
     add_source_options(p)
     add_fdt_options(p)
-    p.set_defaults(func=cmd_fdt)
 
-    p = sub.add_parser("map", help="decode the preserved-memory map",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  kho-inspect map --sample 6.18\n"
-                              "  kho-inspect map --core vmcore -s vmlinux "
-                              "--json\n")
+    p = add_command(sub, "map", "decode the preserved-memory map into ranges",
+                    cmd_map, epilog="examples:\n  kho-inspect map --sample "
+                                    "6.18\n  kho-inspect map --core vmcore "
+                                    "-s vmlinux --json\n")
     add_source_options(p)
     add_fdt_options(p)
     add_bitmap_option(p)
@@ -248,13 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name the client owning each range (from the "
                         "sub-nodes: test_kho, memblock, kexec-metadata, "
                         "kho_workload...; 'kho' is the root FDT)")
-    p.set_defaults(func=cmd_map)
 
-    p = sub.add_parser("capture", help="save one handover as an image",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  kho-inspect capture -o "
-                              "handover.core\n  kho-inspect capture "
-                              "--hashes -o handover.core   # for verify\n")
+    p = add_command(sub, "capture", "save one handover (FDT, map, sub-node "
+                    "data) as an image", cmd_capture,
+                    epilog="examples:\n  kho-inspect capture -o "
+                           "handover.core\n  kho-inspect capture "
+                           "--hashes -o handover.core   # for verify\n")
     add_source_options(p)
     add_fdt_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE")
@@ -263,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also record a content hash of every preserved "
                         "block (per 2 MiB chunk), for 'kho-inspect verify' "
                         "in the next kernel")
-    p.set_defaults(func=cmd_capture)
 
     for register in EXTRA_COMMANDS:
         register(sub)

@@ -10,7 +10,6 @@ preserved and not restored, and whose it is.
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 
 from tabulate import tabulate
@@ -307,11 +306,10 @@ def cmd_check(args) -> int:
 
 def register(sub) -> None:
     """Add ``check`` to *sub* (subparsers)."""
-    from . import add_bitmap_option, add_fdt_options, add_source_options
-    p = sub.add_parser("check", help="check a handover: invariants, owners, "
-                       "the next kernel, tracker vs map (exit 1 on an "
-                       "error)", formatter_class=argparse
-                       .RawDescriptionHelpFormatter, epilog=EPILOG)
+    from . import (add_bitmap_option, add_command, add_fdt_options,
+                   add_source_options)
+    p = add_command(sub, "check", "check invariants, owners, the next "
+                    "kernel, tracker vs map", cmd_check, EPILOG)
     add_source_options(p)
     add_fdt_options(p)
     add_bitmap_option(p)
@@ -331,4 +329,3 @@ def register(sub) -> None:
                         "memblock is gone (0: no limit)")
     p.add_argument("--limit", type=int, default=40,
                    help="findings to list (0: all; default 40)")
-    p.set_defaults(func=cmd_check)

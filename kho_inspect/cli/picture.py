@@ -571,11 +571,10 @@ def _window(text: str) -> tuple[int, int]:
 
 def register(sub) -> None:
     """Add ``picture`` to *sub* (subparsers)."""
-    from . import add_bitmap_option, add_fdt_options, add_source_options
-    p = sub.add_parser("picture", help="physical memory at a glance: RAM, "
-                       "preserved blocks, scratch, the handover's pages",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=EPILOG)
+    from . import (add_bitmap_option, add_command, add_fdt_options,
+                   add_source_options)
+    p = add_command(sub, "picture", "physical memory at a glance: RAM, "
+                    "preserved blocks, scratch", cmd_picture, EPILOG)
     add_source_options(p)
     add_fdt_options(p)
     add_bitmap_option(p)
@@ -584,4 +583,3 @@ def register(sub) -> None:
                         "in: the cell size follows the window)")
     p.add_argument("-o", "--output", metavar="FILE.svg",
                    help="write the picture as SVG to FILE.svg instead")
-    p.set_defaults(func=cmd_picture)

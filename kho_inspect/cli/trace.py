@@ -19,6 +19,7 @@ from ..trace import model as tmodel
 from ..trace import probes as tprobes
 from ..trace.program import Options
 
+SUMMARY = "trace KHO preserve, unpreserve and restore calls live (bcc)"
 EPILOG = """\
 examples:
   kho-inspect trace                   # every KHO call, one line each
@@ -605,18 +606,16 @@ def cmd_trace(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("trace", help="trace KHO preserve/unpreserve/restore "
-                       "calls as they happen (bcc)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import add_command
+    p = add_command(sub, "trace", SUMMARY, cmd_trace, EPILOG)
     add_arguments(p)
-    p.set_defaults(func=cmd_trace, core=None, sample=None)
+    p.set_defaults(core=None, sample=None)
 
 
 def main(argv=None) -> int:
     """``khotrace``: the same tool as ``kho-inspect trace``."""
     ap = argparse.ArgumentParser(
-        prog="khotrace", description="Trace Linux KHO preserve, unpreserve "
-        "and restore calls as they happen.", epilog=EPILOG.replace(
+        prog="khotrace", description=SUMMARY, epilog=EPILOG.replace(
             "kho-inspect trace", "khotrace"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(ap)

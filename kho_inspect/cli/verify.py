@@ -5,7 +5,6 @@ captured with ``capture --hashes`` recorded (the logic is
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 
 from ..errors import KhoError
@@ -106,10 +105,9 @@ def cmd_verify(args) -> int:
 
 def register(sub) -> None:
     """Add ``verify`` to *sub* (subparsers)."""
-    p = sub.add_parser("verify", help="what became of the blocks of an image "
-                       "captured with --hashes (needs DWARF)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=EPILOG)
+    from . import add_command
+    p = add_command(sub, "verify", "what became of an image's hashed blocks "
+                    "(needs DWARF)", cmd_verify, EPILOG)
     p.add_argument("image", metavar="IMAGE",
                    help="a handover image written by 'capture --hashes'")
     g = p.add_argument_group("kernel to verify against (default: the "
@@ -126,7 +124,6 @@ def register(sub) -> None:
                         "(0: all; default 40); the others are always listed")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document instead of tables")
-    p.set_defaults(func=cmd_verify)
 
 
 __all__ = ["register", "cmd_verify", "verify_text"]

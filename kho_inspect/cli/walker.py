@@ -8,7 +8,6 @@ exactly what the CLI prints.
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 
 from tabulate import tabulate
@@ -270,25 +269,21 @@ def cmd_incoming(args) -> int:
 
 def register(sub) -> None:
     """Add status, tracker and incoming to *sub* (subparsers)."""
-    from . import add_source_options
-    raw = argparse.RawDescriptionHelpFormatter
+    from . import add_command, add_source_options
 
-    p = sub.add_parser("status", help="one screen of KHO state (needs DWARF)",
-                       formatter_class=raw, epilog=STATUS_EPILOG)
+    p = add_command(sub, "status", "one screen of KHO state (needs DWARF)",
+                    cmd_status, STATUS_EPILOG)
     add_source_options(p)
-    p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("tracker", help="walk the kernel's outgoing tracker "
-                       "(needs DWARF)", formatter_class=raw,
-                       epilog=TRACKER_EPILOG)
+    p = add_command(sub, "tracker", "walk the kernel's outgoing tracker "
+                    "(needs DWARF)", cmd_tracker, TRACKER_EPILOG)
     add_source_options(p)
     p.add_argument("--limit", type=int, default=40,
                    help="ranges to list (0: all; default 40)")
-    p.set_defaults(func=cmd_tracker)
 
-    p = sub.add_parser("incoming", help="what the previous kernel handed "
-                       "over, as this kernel holds it (needs DWARF)",
-                       formatter_class=raw, epilog=INCOMING_EPILOG)
+    p = add_command(sub, "incoming", "what the previous kernel handed over, "
+                    "as held here (needs DWARF)", cmd_incoming,
+                    INCOMING_EPILOG)
     add_source_options(p)
     p.add_argument("--no-markers", action="store_true",
                    help="skip the scan for preserved head pages")
@@ -300,7 +295,6 @@ def register(sub) -> None:
                    "TiB of RAM; 0: no limit)")
     p.add_argument("--limit", type=int, default=40,
                    help="marker ranges to list (0: all; default 40)")
-    p.set_defaults(func=cmd_incoming)
 
 
 __all__ = ["register", "status_text", "tracker_text", "incoming_text"]
