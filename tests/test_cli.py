@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_dtc
 from helpers import PAGE, bitmap, chunk_page, kho_dts, table
+from kho_inspect import samples
 from kho_inspect.cli import main
 from kho_inspect.image import read_image_meta, write_image
 from test_decode import radix_hand_map
@@ -222,3 +223,41 @@ def test_plain_compatible_has_no_tokens_in_map_and_fdt(tmp_path, dtc, capsys):
         doc = json.loads(run(capsys, cmd, "--core", path, "--json")[1])
         assert doc["compat_tokens"] == []
         assert "tokens" not in run(capsys, cmd, "--core", path)[1]
+
+
+def _head(out: str) -> str:
+    """fdt's head line, unwrapped (it ends where the property table
+    starts)."""
+    lines = out.splitlines()
+    return " ".join(x.strip() for x in lines[:lines.index(
+        next(x for x in lines if x.startswith("property ")))])
+
+
+@pytest.mark.parametrize("kernel", samples.available())
+def test_fdt_text_within_80_columns(capsys, kernel):
+    rc, out, err = run(capsys, "fdt", "--sample", kernel)
+    assert rc == 0, err
+    assert [x for x in out.splitlines() if len(x) > 79] == []
+    doc = json.loads(run(capsys, "fdt", "--sample", kernel, "--json")[1])
+    assert _head(out) == (f"{doc['generation']} root FDT, "
+                          f"{doc['totalsize']} bytes, at phys "
+                          f"0x{doc['fdt_phys']:x} (from {doc['source']})")
+
+
+def test_fdt_text_wraps_a_long_path_and_value(tmp_path, dtc, capsys):
+    d = tmp_path / ("a-directory-with-a-long-name" * 3)
+    d.mkdir()
+    f = d / "fdt"
+    value = bytes(range(48))
+    f.write_bytes(run_dtc(dtc, kho_dts("kho-v4", 0x1000).replace(
+        b" compatible", f" x-long = [{value.hex()}];\n compatible"
+        .encode())))
+    rc, out, err = run(capsys, "fdt", "--fdt", str(f))
+    assert rc == 0, err
+    assert [x for x in out.splitlines() if len(x) > 79] == []
+    assert _head(out).startswith("kho-v4 root FDT, ")
+    assert _head(out).replace(" ", "").endswith(f"(from{f})")
+    rows = out.splitlines()
+    at = next(i for i, x in enumerate(rows) if x.startswith("x-long "))
+    cont = [x.split()[0] for x in rows[at + 1:] if x.startswith(" ")]
+    assert rows[at].split()[1] + "".join(cont) == value.hex()

@@ -107,16 +107,23 @@ def subnodes_table(subnodes: list) -> str:
 
 
 def fdt_text(h, tree, origin) -> str:
+    """The root FDT and its sub-nodes, within 79 columns (the head line and
+    long property values are wrapped)."""
     root = [(p.name, ", ".join(p.strings()) if p.name == "compatible"
              else hexa(int.from_bytes(p.value, "little"))
              if len(p.value) == 8 else p.value.hex())
             for p in tree.root.props.values()]
+    left = max(len("property"), *(len(n) for n, _ in root)) + 2
+    root = [(n, "\n".join(textwrap.wrap(v, max(79 - left, 20))) or v)
+            for n, v in root]
+    head = (f"{generation_label(h.generation, h.compat_tokens)} root FDT, "
+            f"{tree.totalsize} bytes"
+            + (f", at phys {hexa(h.fdt_phys)}" if h.fdt_phys is not None
+               else "") + f" (from {origin})")
     return "\n".join([
-        f"KHO root FDT from {origin}: "
-        f"{generation_label(h.generation, h.compat_tokens)}, "
-        f"{tree.totalsize} bytes"
-        + (f", at phys {hexa(h.fdt_phys)}" if h.fdt_phys is not None else ""),
-        tabulate(root, headers=["property", "value"]), "",
+        textwrap.fill(head, 79, subsequent_indent="  "),
+        tabulate(root, headers=["property", "value"],
+                 disable_numparse=True), "",
         subnodes_table(subnodes_json(h))])
 
 
