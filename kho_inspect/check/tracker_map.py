@@ -90,6 +90,30 @@ def _map(prog: drgn.Program, ctx: dict) -> ViewRuns:
 _PRODUCERS = {"tracker": _tracker, "map": _map}
 
 
+def check_views(views) -> list[str]:
+    """*views* (names, or one comma-separated string as ``--views`` takes
+    them) as a list.
+
+    :raises KhoError: naming the unknown views and the known ones, or when
+        fewer than two distinct views are named.
+    """
+    if isinstance(views, str):
+        views = views.split(",")
+    views = list(views)
+    text = ",".join(views)
+    unknown = [v for v in views if v not in _PRODUCERS]
+    if unknown:
+        raise KhoError(f"--views {text}: unknown view"
+                       f"{'s' if len(unknown) > 1 else ''} "
+                       f"{', '.join(repr(v) for v in unknown)} (known: "
+                       f"{', '.join(VIEWS)}; give two or more, "
+                       "comma-separated)")
+    if len(set(views)) < 2:
+        raise KhoError(f"--views {text}: give two or more of "
+                       f"{', '.join(VIEWS)}, comma-separated")
+    return views
+
+
 def compare_views(prog: drgn.Program, views=VIEWS) -> CheckResult:
     """Produce each named view from *prog* and diff the first against each
     other one as sets of (phys, order) blocks.
@@ -97,11 +121,7 @@ def compare_views(prog: drgn.Program, views=VIEWS) -> CheckResult:
     :raises KhoError: for an unknown view, or when a view cannot be produced
         (not finalized, unreadable memory, no KHO...).
     """
-    views = list(views)
-    unknown = [v for v in views if v not in _PRODUCERS]
-    if unknown or len(views) < 2:
-        raise KhoError(f"--views needs two or more of {', '.join(VIEWS)}; "
-                       f"got {','.join(views)}")
+    views = check_views(views)
     ctx: dict = {}
     got = [_PRODUCERS[v](prog, ctx) for v in views]
     diffs: list[Difference] = []

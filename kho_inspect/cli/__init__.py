@@ -40,6 +40,29 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def count(text: str) -> int:
+    """A count: 0 or more (for ``--limit``, 0 means all)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"not a count (0 or more): "
+                                         f"{text!r}")
+    return n
+
+
+def positive(text: str) -> int:
+    """1 or more (an interval, a duration, a PID)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return n
+
+
 def _addr(text: str) -> int:
     """A physical address: 0 to 2^64 - 1."""
     n = _int(text)
@@ -101,6 +124,14 @@ def add_fdt_options(p: argparse.ArgumentParser) -> None:
                    help="live kernel: where to find the FDT (auto: debugfs, "
                         "then x86 setup_data for --incoming, then the "
                         "kernel's pointer via DWARF)")
+
+
+def add_limit_option(p: argparse.ArgumentParser, what: str,
+                     more: str = "") -> None:
+    """``--limit``: how many of *what* a table lists (*more*: the rest of
+    the help)."""
+    p.add_argument("--limit", type=count, default=40,
+                   help=f"{what} to list (0: all; default 40){more}")
 
 
 def add_bitmap_option(p: argparse.ArgumentParser) -> None:
@@ -251,8 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_options(p)
     add_fdt_options(p)
     add_bitmap_option(p)
-    p.add_argument("--limit", type=int, default=40,
-                   help="ranges to list in the table (0: all; default 40)")
+    add_limit_option(p, "ranges")
     p.add_argument("--owners", action="store_true",
                    help="name the client owning each range (from the "
                         "sub-nodes: test_kho, memblock, kexec-metadata, "

@@ -142,6 +142,7 @@ def run_check(args):
     :class:`~kho_inspect.check.handover.Report`, the document's head and
     where the next kernel's release came from."""
     from ..check.handover import Report, check_handover
+    from ..check.tracker_map import VIEWS
     from ..decode import decode_handover
     from ..memory import may_be_filtered
     from .source import bitmap_bytes, open_source, root_fdt
@@ -215,8 +216,7 @@ def run_check(args):
                 extra.append(Finding("not-checked", f"numa: {e}"))
                 nodes = []
         if h.map is not None or args.views:
-            _views(prog, (args.views or "tracker,map").split(","),
-                   bool(args.views), extra)
+            _views(prog, args.views or VIEWS, bool(args.views), extra)
     elif args.views:
         raise KhoError(f"--views {args.views}: the tracker needs the "
                        "kernel's debug info (a live kernel or a vmcore, "
@@ -298,6 +298,9 @@ def cmd_check(args) -> int:
     if args.next:
         from ..check.next_kernel import reader_for
         reader_for(args.next)               # refuse an unknown one early
+    if args.views:
+        from ..check.tracker_map import check_views
+        check_views(args.views)             # and unknown views
     src, root, h, rep, nxt_source = run_check(args)
     doc = check_json(src, root, h, rep, args.incoming, nxt_source)
     emit(args, doc, check_text(doc, args.limit))
@@ -307,7 +310,7 @@ def cmd_check(args) -> int:
 def register(sub) -> None:
     """Add ``check`` to *sub* (subparsers)."""
     from . import (add_bitmap_option, add_command, add_fdt_options,
-                   add_source_options)
+                   add_limit_option, add_source_options, count)
     p = add_command(sub, "check", "check invariants, owners, the next "
                     "kernel, tracker vs map", cmd_check, EPILOG)
     add_source_options(p)
@@ -324,8 +327,7 @@ def register(sub) -> None:
     p.add_argument("--views", metavar="VIEWS",
                    help="require the comparison of these views (tracker,map;"
                         " made anyway, when possible, without this option)")
-    p.add_argument("--scan-limit", type=int, default=None, metavar="PAGES",
+    p.add_argument("--scan-limit", type=count, default=None, metavar="PAGES",
                    help="--incoming: struct pages to examine at most when "
                         "memblock is gone (0: no limit)")
-    p.add_argument("--limit", type=int, default=40,
-                   help="findings to list (0: all; default 40)")
+    add_limit_option(p, "findings")

@@ -18,6 +18,7 @@ from ..errors import KhoError
 from ..trace import model as tmodel
 from ..trace import probes as tprobes
 from ..trace.program import Options
+from . import positive
 
 SUMMARY = "trace KHO preserve, unpreserve and restore calls live (bcc)"
 EPILOG = """\
@@ -37,16 +38,6 @@ COLUMNS = ("TIME(s)", "PID", "COMM", "FUNCTION", "PHYS", "O/NR", "SIZE",
 # 79 columns; names are cut to fit, numbers never (a field that outgrows its
 # width, e.g. a phys above 16 TiB, shifts the rest of its line instead)
 ROW = "{:<7} {:<6} {:<6} {:<16} {:<13} {:>5} {:>5} {:<6} {:>7}"
-
-
-def positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return v
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

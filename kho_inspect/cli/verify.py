@@ -74,9 +74,6 @@ def cmd_verify(args) -> int:
     from ..image import read_image_hashes, read_image_meta
     from ..memory import kernel_release
     from .source import open_source
-    if args.scan_limit < 0:
-        raise KhoError(f"--scan-limit {args.scan_limit}: want 0 (all) or "
-                       "a number of struct pages")
     meta = read_image_meta(args.image)
     if meta is None:
         raise KhoError(f"{args.image}: not a handover image (no KHO_INSPECT "
@@ -105,7 +102,7 @@ def cmd_verify(args) -> int:
 
 def register(sub) -> None:
     """Add ``verify`` to *sub* (subparsers)."""
-    from . import add_command
+    from . import add_command, add_limit_option, count
     p = add_command(sub, "verify", "what became of an image's hashed blocks "
                     "(needs DWARF)", cmd_verify, EPILOG)
     p.add_argument("image", metavar="IMAGE",
@@ -116,12 +113,11 @@ def register(sub) -> None:
                    help="the kernel's vmlinux (DWARF), as drgn spells it")
     g.add_argument("-c", "--core", metavar="FILE",
                    help="a vmcore of that kernel instead of /proc/kcore")
-    p.add_argument("--scan-limit", type=int, default=0, metavar="PAGES",
+    p.add_argument("--scan-limit", type=count, default=0, metavar="PAGES",
                    help="struct pages to examine at most for markers when "
                         "memblock is gone (default 0: all)")
-    p.add_argument("--limit", type=int, default=40,
-                   help="intact or restored-and-matching blocks to list "
-                        "(0: all; default 40); the others are always listed")
+    add_limit_option(p, "intact or restored-and-matching blocks",
+                     "; the others are always listed")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document instead of tables")
 

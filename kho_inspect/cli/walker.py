@@ -269,7 +269,7 @@ def cmd_incoming(args) -> int:
 
 def register(sub) -> None:
     """Add status, tracker and incoming to *sub* (subparsers)."""
-    from . import add_command, add_source_options
+    from . import add_command, add_limit_option, add_source_options, count
 
     p = add_command(sub, "status", "one screen of KHO state (needs DWARF)",
                     cmd_status, STATUS_EPILOG)
@@ -278,8 +278,7 @@ def register(sub) -> None:
     p = add_command(sub, "tracker", "walk the kernel's outgoing tracker "
                     "(needs DWARF)", cmd_tracker, TRACKER_EPILOG)
     add_source_options(p)
-    p.add_argument("--limit", type=int, default=40,
-                   help="ranges to list (0: all; default 40)")
+    add_limit_option(p, "ranges")
 
     p = add_command(sub, "incoming", "what the previous kernel handed over, "
                     "as held here (needs DWARF)", cmd_incoming,
@@ -289,12 +288,11 @@ def register(sub) -> None:
                    help="skip the scan for preserved head pages")
     # default None: walk.incoming.DEFAULT_SCAN_PAGES (imported by the
     # command, not here: it imports drgn)
-    p.add_argument("--scan-limit", type=int, default=None,
+    p.add_argument("--scan-limit", type=count, default=None,
                    metavar="PAGES", help="struct pages to examine at most "
                    "when memblock is gone (default 256M struct pages = 1 "
                    "TiB of RAM; 0: no limit)")
-    p.add_argument("--limit", type=int, default=40,
-                   help="marker ranges to list (0: all; default 40)")
+    add_limit_option(p, "marker ranges")
 
 
 __all__ = ["register", "status_text", "tracker_text", "incoming_text"]
