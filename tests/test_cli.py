@@ -2,6 +2,7 @@
 bad-input class answered with one line and exit status 2."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -231,6 +232,25 @@ def _head(out: str) -> str:
     lines = out.splitlines()
     return " ".join(x.strip() for x in lines[:lines.index(
         next(x for x in lines if x.startswith("property ")))])
+
+
+def test_a_path_is_never_split_at_its_hyphens(tmp_path, capsys):
+    """Head lines wrap between words: a path with hyphens stays whole
+    (textwrap breaks at hyphens by default; seen in a checkout under
+    /tmp/cold-ci.XXXX)."""
+    import shutil
+    import tempfile
+    # short enough to fit a line: only the hyphens could split it
+    where = Path(tempfile.mkdtemp(prefix="cold-ci."))
+    try:
+        core = where / "main-kho-inspect-6-17-8.core"
+        shutil.copy(samples.path("6.17.8"), core)
+        for cmd in ("fdt", "map", "check"):
+            rc, out, err = run(capsys, cmd, "--core", str(core))
+            assert rc in (0, 1), err
+            assert str(core) in out.replace("\n  ", " "), (cmd, out)
+    finally:
+        shutil.rmtree(where)
 
 
 @pytest.mark.parametrize("kernel", samples.available())

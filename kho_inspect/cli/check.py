@@ -258,7 +258,8 @@ def check_text(doc: dict, limit: int) -> str:
             + (f"; next kernel {doc['next']}" if doc["next"] else "")
             + (" (the loaded kexec image)" if doc.get("next_source") ==
                LOADED_IMAGE else ""))
-    out = [textwrap.fill(head, 79, subsequent_indent="  "), ""]
+    out = [textwrap.fill(head, 79, subsequent_indent="  ",
+                         break_on_hyphens=False), ""]
     own = [(k, v["blocks"], human_size(v["bytes"]))
            for k, v in doc["owners"].items()]
     out.append(tabulate(own, headers=["owner", "blocks", "bytes"])

@@ -121,7 +121,8 @@ def fdt_text(h, tree, origin) -> str:
             + (f", at phys {hexa(h.fdt_phys)}" if h.fdt_phys is not None
                else "") + f" (from {origin})")
     return "\n".join([
-        textwrap.fill(head, 79, subsequent_indent="  "),
+        textwrap.fill(head, 79, subsequent_indent="  ",
+                      break_on_hyphens=False),
         tabulate(root, headers=["property", "value"],
                  disable_numparse=True), "",
         subnodes_table(subnodes_json(h))])
@@ -185,7 +186,8 @@ def map_text(doc: dict, limit: int) -> str:
     if doc["bitmap_bytes"]:
         head += (f"; {doc['bitmap_bytes']}-byte bitmaps "
                  f"({doc['bitmap_source']})")
-    lines = [textwrap.fill(head, 79, subsequent_indent="  ")]
+    lines = [textwrap.fill(head, 79, subsequent_indent="  ",
+                           break_on_hyphens=False)]
     if doc["state"] == "not-finalized":
         from .source import DEBUGFS
         lines.append("state: NOT FINALIZED - preserved-memory-map is 0; "
